@@ -1,0 +1,51 @@
+"""`fastapi-llama`: load the model, pick the batching engine, serve."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+
+import uvicorn
+
+from fastapi_llama.app import create_app
+from fastapi_llama.engine.base import Engine
+from fastapi_llama.engine.naive import NaiveEngine
+from fastapi_llama.loading import load
+from fastapi_llama.metrics import ServerMetrics
+from fastapi_llama.service import Service
+from fastapi_llama.settings import Settings, parse_settings
+
+log = logging.getLogger("fastapi_llama")
+
+
+def build_engine(settings: Settings, model: object, tokenizer: object, metrics: ServerMetrics) -> Engine:
+    engines = {"naive": NaiveEngine}
+    return engines[settings.batching](model, tokenizer, metrics)
+
+
+def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        settings = parse_settings(argv)
+    except ValueError as exc:
+        sys.exit(f"fastapi-llama: {exc}")
+    t0 = time.perf_counter()
+    model, tokenizer = load(settings.model_id, settings.revision, settings.dtype)
+    metrics = ServerMetrics()
+    engine = build_engine(settings, model, tokenizer, metrics)
+    engine.start()
+    engine.warmup()
+    log.info(
+        "ready in %.1fs: %s engine, http://%s:%d",
+        time.perf_counter() - t0,
+        engine.name,
+        settings.hostname,
+        settings.port,
+    )
+    app = create_app(Service(settings, engine, tokenizer, metrics))
+    uvicorn.run(app, host=settings.hostname, port=settings.port, log_level="warning", timeout_graceful_shutdown=5)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,125 @@
+"""TGI's OpenAI-compatible routes: /v1/completions and /v1/models."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from fastapi_llama.engine.base import FinishEvent, FinishReason, TokenEvent
+from fastapi_llama.errors import ServiceError, ValidationFailed
+from fastapi_llama.routes.tgi import RequestId, ServiceDep, _error_stream
+from fastapi_llama.schemas import CompletionRequest, GenerateParameters
+from fastapi_llama.service import Prepared, Service
+from fastapi_llama.sse import SSE_HEADERS, event
+
+router = APIRouter()
+OPENAI_FINISH = {FinishReason.LENGTH: "length", FinishReason.EOS_TOKEN: "stop", FinishReason.STOP_SEQUENCE: "stop"}
+
+
+def _parameters(body: CompletionRequest) -> GenerateParameters:
+    try:
+        body.prompt_text()
+    except ValueError as exc:
+        raise ValidationFailed(f"Input validation error: {exc}") from exc
+    if refused := body.unsupported():
+        raise ValidationFailed(f"Input validation error: not supported by fastapi-llama: {', '.join(refused)}")
+    # OpenAI's temperature 0 means greedy; TGI's GenerateParameters require > 0.
+    temperature = body.temperature if body.temperature not in (None, 0) else None
+    return GenerateParameters(
+        max_new_tokens=body.max_tokens,
+        temperature=temperature,
+        do_sample=temperature is not None,
+        top_p=body.top_p if body.top_p not in (None, 1.0) else None,
+        seed=body.seed,
+        stop=body.stop or [],
+        repetition_penalty=body.repetition_penalty,
+    )
+
+
+def _envelope(service: Service, completion_id: str, created: int) -> dict[str, Any]:
+    return {
+        "id": completion_id,
+        "object": "text_completion",
+        "created": created,
+        "model": service.settings.model_id,
+        "system_fingerprint": f"fastapi-llama-{service.engine.name}",
+    }
+
+
+def _usage(prepared: Prepared, done: FinishEvent) -> dict[str, int]:
+    return {
+        "prompt_tokens": prepared.input_length,
+        "completion_tokens": done.generated_tokens,
+        "total_tokens": prepared.input_length + done.generated_tokens,
+    }
+
+
+@router.post("/v1/completions", summary="Complete a prompt (OpenAI dialect)")
+async def completions(body: CompletionRequest, service: ServiceDep, x_request_id: RequestId = None):
+    params = _parameters(body)
+    prepared = service.prepare(body.prompt_text(), params, x_request_id)
+    completion_id = f"cmpl-{uuid.uuid4().hex}"
+    created = int(time.time())
+    if body.stream:
+        try:
+            service.admit()
+        except ServiceError as exc:
+            return _error_stream(exc)
+        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        return StreamingResponse(
+            _stream(service, prepared, _envelope(service, completion_id, created), include_usage),
+            media_type="text/event-stream",
+            headers={**SSE_HEADERS, "x-request-id": prepared.request.request_id},
+        )
+    service.admit()
+    try:
+        async for ev in service.generate(prepared):
+            if isinstance(ev, FinishEvent):
+                done = ev
+    finally:
+        service.release()
+    choice = {"index": 0, "text": done.generated_text, "finish_reason": OPENAI_FINISH[done.reason], "logprobs": None}
+    result = {**_envelope(service, completion_id, created), "choices": [choice], "usage": _usage(prepared, done)}
+    return JSONResponse(result, headers={"x-request-id": prepared.request.request_id})
+
+
+async def _stream(
+    service: Service, prepared: Prepared, envelope: dict[str, Any], include_usage: bool
+) -> AsyncIterator[bytes]:
+    sent_final = False
+    try:
+        async for ev in service.generate(prepared):
+            if isinstance(ev, TokenEvent):
+                # TGI leaves finish_reason as "" until the last chunk.
+                reason = OPENAI_FINISH[ev.finish.reason] if ev.finish is not None else ""
+                sent_final = ev.finish is not None
+                text = "" if ev.special else ev.text
+                yield event({**envelope, "choices": [{"index": 0, "text": text, "finish_reason": reason}]})
+                continue
+            if not sent_final:
+                choice = {"index": 0, "text": "", "finish_reason": OPENAI_FINISH[ev.reason]}
+                yield event({**envelope, "choices": [choice]})
+            if include_usage:
+                yield event({**envelope, "choices": [], "usage": _usage(prepared, ev)})
+        yield b"data: [DONE]\n\n"
+    except ServiceError as exc:
+        yield event(exc.body())
+    finally:
+        service.release()
+
+
+@router.get("/v1/models", summary="The served model (OpenAI dialect)")
+async def models(service: ServiceDep) -> dict[str, Any]:
+    card = {
+        "id": service.settings.model_id,
+        "object": "model",
+        "created": service.started_at,
+        "owned_by": "fastapi-llama",
+    }
+    # TGI's schema answers with one ModelInfo; OpenAI clients expect a list. This body is both.
+    return {**card, "object": "list", "data": [card]}

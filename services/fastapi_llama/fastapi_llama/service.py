@@ -1,0 +1,134 @@
+"""Between HTTP and the engine: validation against the limits, admission, and the request metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi_llama.engine.base import (
+    Engine,
+    FinishEvent,
+    GenerationError,
+    GenerationRequest,
+    RequestStream,
+    SamplingParams,
+    TokenEvent,
+)
+from fastapi_llama.errors import GenerationFailed, Overloaded, ValidationFailed
+from fastapi_llama.metrics import ServerMetrics
+from fastapi_llama.schemas import GenerateParameters
+from fastapi_llama.settings import Settings
+
+
+@dataclass
+class Prepared:
+    """A validated request, ready for the engine."""
+
+    request: GenerationRequest
+    inputs: str
+    arrived: float = field(default_factory=time.perf_counter)
+
+    @property
+    def input_length(self) -> int:
+        return len(self.request.input_ids)
+
+
+@dataclass
+class Service:
+    settings: Settings
+    engine: Engine
+    tokenizer: Any
+    metrics: ServerMetrics
+    in_flight: int = 0
+    started_at: int = field(default_factory=lambda: int(time.time()))
+
+    def prepare(self, inputs: str, params: GenerateParameters, request_id: str | None = None) -> Prepared:
+        self.metrics.request_count.inc()
+        try:
+            return self._prepare(inputs, params, request_id)
+        except ValidationFailed:
+            self.metrics.request_failure.inc(err="validation")
+            raise
+
+    def _prepare(self, inputs: str, params: GenerateParameters, request_id: str | None) -> Prepared:
+        if refused := params.unsupported():
+            raise ValidationFailed(f"Input validation error: not supported by fastapi-llama: {', '.join(refused)}")
+        s = self.settings
+        ids: list[int] = self.tokenizer(inputs).input_ids
+        if params.truncate is not None and len(ids) > params.truncate:
+            ids = ids[-params.truncate :]
+        if len(ids) > s.max_input_tokens:
+            raise ValidationFailed(
+                f"Input validation error: `inputs` must have less than {s.max_input_tokens} tokens. Given: {len(ids)}"
+            )
+        max_new = params.max_new_tokens if params.max_new_tokens is not None else s.max_total_tokens - len(ids)
+        if len(ids) + max_new > s.max_total_tokens:
+            raise ValidationFailed(
+                f"Input validation error: `inputs` tokens + `max_new_tokens` must be <= {s.max_total_tokens}. "
+                f"Given: {len(ids)} `inputs` tokens and {max_new} `max_new_tokens`"
+            )
+        # TGI samples as soon as any warper is set, not only with do_sample.
+        warped = any(
+            v is not None and v != neutral
+            for v, neutral in (
+                (params.temperature, 1.0),
+                (params.top_k, 0),
+                (params.top_p, 1.0),
+                (params.typical_p, 1.0),
+            )
+        )
+        do_sample = params.do_sample or warped
+        seed = params.seed if params.seed is not None else (random.randrange(1, 2**63) if do_sample else None)
+        sampling = SamplingParams(
+            max_new_tokens=max_new,
+            do_sample=do_sample,
+            temperature=params.temperature,
+            top_k=params.top_k,
+            top_p=params.top_p,
+            typical_p=params.typical_p,
+            repetition_penalty=params.repetition_penalty,
+            seed=seed,
+            stop=tuple(params.stop),
+        )
+        request = GenerationRequest(request_id or uuid.uuid4().hex, ids, sampling)
+        return Prepared(request, inputs)
+
+    def admit(self) -> None:
+        """Take an in-flight slot or refuse, as TGI's semaphore does. Pair with `release`."""
+        if self.in_flight >= self.settings.max_concurrent_requests:
+            self.metrics.request_failure.inc(err="overloaded")
+            raise Overloaded("Model is overloaded")
+        self.in_flight += 1
+
+    def release(self) -> None:
+        self.in_flight -= 1
+
+    async def generate(self, prepared: Prepared) -> AsyncIterator[TokenEvent | FinishEvent]:
+        """Run an admitted request; its events, then the metrics. Leaving early cancels it in the engine."""
+        stream = RequestStream(prepared.request, self.tokenizer, asyncio.get_running_loop())
+        self.engine.submit(stream)
+        try:
+            async for event in stream.events():
+                if isinstance(event, FinishEvent):
+                    self._record_success(prepared, event)
+                yield event
+        except GenerationError as exc:
+            self.metrics.request_failure.inc(err="generation")
+            raise GenerationFailed(str(exc)) from exc
+
+    def _record_success(self, prepared: Prepared, done: FinishEvent) -> None:
+        m = self.metrics
+        m.request_success.inc()
+        m.request_duration.observe(time.perf_counter() - prepared.arrived)
+        m.request_queue_duration.observe(done.queue_s)
+        m.request_inference_duration.observe(done.inference_s)
+        if done.generated_tokens:
+            m.request_mean_time_per_token_duration.observe(done.inference_s / done.generated_tokens)
+        m.request_generated_tokens.observe(done.generated_tokens)
+        m.request_input_length.observe(prepared.input_length)
+        m.request_max_new_tokens.observe(prepared.request.params.max_new_tokens)

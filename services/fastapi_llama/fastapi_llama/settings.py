@@ -1,0 +1,81 @@
+"""The service's settings: TGI launcher flag names, each mirrored by TGI's environment variable."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass, fields
+
+BATCHING_MODES = ("naive",)
+
+
+@dataclass(frozen=True)
+class Settings:
+    model_id: str = "meta-llama/Llama-2-13b-chat-hf"
+    revision: str | None = None
+    hostname: str = "127.0.0.1"
+    port: int = 8000
+    dtype: str | None = None
+    max_concurrent_requests: int = 128
+    max_input_tokens: int = 1024
+    max_total_tokens: int = 2048
+    payload_limit: int = 2_000_000
+    batching: str = "naive"
+
+    def validate(self) -> None:
+        if self.max_input_tokens >= self.max_total_tokens:
+            raise ValueError("--max-input-tokens must be less than --max-total-tokens")
+        if self.max_concurrent_requests < 1:
+            raise ValueError("--max-concurrent-requests must be at least 1")
+        if self.batching not in BATCHING_MODES:
+            raise ValueError(f"--batching must be one of {', '.join(BATCHING_MODES)}")
+
+
+# Flag -> (environment variable, help). TGI's names, except the host: HOSTNAME is set to the container id in
+# every container (TGI issue #1156), so ours is prefixed.
+_FLAGS: dict[str, tuple[str, str]] = {
+    "model_id": ("MODEL_ID", "Hugging Face model id or local path. Gated models read HF_TOKEN from the environment."),
+    "revision": ("REVISION", "Model revision (branch, tag or commit) on the Hub."),
+    "hostname": ("FASTAPI_LLAMA_HOSTNAME", "Address to listen on. Use 0.0.0.0 in a container."),
+    "port": ("PORT", "Port to listen on."),
+    "dtype": ("DTYPE", "float16, bfloat16 or float32. Default: bfloat16 on a GPU, float32 on the CPU."),
+    "max_concurrent_requests": (
+        "MAX_CONCURRENT_REQUESTS",
+        "Requests in flight (queued + running) before new ones get 429 / an overloaded event.",
+    ),
+    "max_input_tokens": ("MAX_INPUT_TOKENS", "Longest prompt accepted, in tokens."),
+    "max_total_tokens": ("MAX_TOTAL_TOKENS", "Prompt + max_new_tokens limit per request, in tokens."),
+    "payload_limit": ("PAYLOAD_LIMIT", "Largest request body accepted, in bytes (413 beyond)."),
+    "batching": ("BATCHING", "How requests share the model: naive (one at a time, the article's baseline)."),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fastapi-llama",
+        description="A FastAPI + transformers LLM server speaking TGI's HTTP API and metrics.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    defaults = Settings()
+    for f in fields(Settings):
+        env, help_text = _FLAGS[f.name]
+        default = getattr(defaults, f.name)
+        kind = int if isinstance(default, int) else str
+        parser.add_argument(
+            "--" + f.name.replace("_", "-"),
+            type=kind,
+            default=os.environ.get(env, default),
+            help=f"{help_text} [env: {env}]",
+        )
+    return parser
+
+
+def parse_settings(argv: list[str] | None = None) -> Settings:
+    args = build_parser().parse_args(argv)
+    values = {f.name: getattr(args, f.name) for f in fields(Settings)}
+    for f in fields(Settings):  # env values arrive as strings
+        if isinstance(getattr(Settings(), f.name), int):
+            values[f.name] = int(values[f.name])
+    settings = Settings(**values)
+    settings.validate()
+    return settings
