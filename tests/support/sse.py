@@ -17,7 +17,7 @@ class Event:
 
 
 def stream(
-    url: str, body: dict[str, Any], timeout: float = 60, client: httpx.Client | None = None
+    url: str, body: dict[str, Any], timeout: float = 180, client: httpx.Client | None = None
 ) -> tuple[int, list[Event]]:
     own = client is None
     client = client or httpx.Client(timeout=timeout)

@@ -5,12 +5,15 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from typing import Any
 
 import uvicorn
 
 from fastapi_llama.app import create_app
 from fastapi_llama.engine.base import Engine
+from fastapi_llama.engine.continuous import ContinuousEngine, ContinuousLimits
 from fastapi_llama.engine.naive import NaiveEngine
+from fastapi_llama.engine.static import StaticEngine
 from fastapi_llama.loading import load
 from fastapi_llama.metrics import ServerMetrics
 from fastapi_llama.service import Service
@@ -19,9 +22,17 @@ from fastapi_llama.settings import Settings, parse_settings
 log = logging.getLogger("fastapi_llama")
 
 
-def build_engine(settings: Settings, model: object, tokenizer: object, metrics: ServerMetrics) -> Engine:
-    engines = {"naive": NaiveEngine}
-    return engines[settings.batching](model, tokenizer, metrics)
+CPU_KV_CACHE_TOKENS = 32768  # on the CPU, transformers would otherwise reserve most of the RAM
+
+
+def build_engine(settings: Settings, model: Any, tokenizer: Any) -> Engine:
+    if settings.batching == "static":
+        return StaticEngine(model, tokenizer, settings.max_batch_size, settings.batch_wait_ms)
+    if settings.batching == "continuous":
+        total = settings.max_batch_total_tokens or (CPU_KV_CACHE_TOKENS if model.device.type == "cpu" else None)
+        limits = ContinuousLimits(total, settings.max_batch_prefill_tokens, settings.max_batch_size)
+        return ContinuousEngine(model, tokenizer, limits)
+    return NaiveEngine(model, tokenizer)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -33,7 +44,7 @@ def main(argv: list[str] | None = None) -> None:
     t0 = time.perf_counter()
     model, tokenizer = load(settings.model_id, settings.revision, settings.dtype)
     metrics = ServerMetrics()
-    engine = build_engine(settings, model, tokenizer, metrics)
+    engine = build_engine(settings, model, tokenizer)
     engine.start()
     engine.warmup()
     log.info(

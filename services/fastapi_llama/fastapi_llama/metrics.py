@@ -173,5 +173,10 @@ class ServerMetrics:
     def all(self) -> list[Counter | Gauge | Histogram]:
         return [v for v in vars(self).values() if isinstance(v, Counter | Gauge | Histogram)]
 
+    def observe_engine(self, queued: int, running: int, running_max_tokens: int) -> None:
+        self.queue_size.set(queued)
+        self.batch_current_size.set(running)
+        self.batch_current_max_tokens.set(running_max_tokens)
+
     def render(self) -> str:
         return "\n".join(line for metric in self.all() for line in metric.render()) + "\n"

@@ -83,7 +83,9 @@ class Service:
             )
         )
         do_sample = params.do_sample or warped
-        seed = params.seed if params.seed is not None else (random.randrange(1, 2**63) if do_sample else None)
+        seed = params.seed
+        if seed is None and do_sample and self.engine.supports_seed:  # TGI reports the seed it drew
+            seed = random.randrange(1, 2**63)
         sampling = SamplingParams(
             max_new_tokens=max_new,
             do_sample=do_sample,
@@ -95,6 +97,10 @@ class Service:
             seed=seed,
             stop=tuple(params.stop),
         )
+        if refused := self.engine.unsupported(sampling):
+            raise ValidationFailed(
+                f"Input validation error: not supported with --batching {self.engine.name}: {', '.join(refused)}"
+            )
         request = GenerationRequest(request_id or uuid.uuid4().hex, ids, sampling)
         return Prepared(request, inputs)
 

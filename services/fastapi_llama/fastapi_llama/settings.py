@@ -6,7 +6,7 @@ import argparse
 import os
 from dataclasses import dataclass, fields
 
-BATCHING_MODES = ("naive",)
+BATCHING_MODES = ("naive", "static", "continuous")
 
 
 @dataclass(frozen=True)
@@ -21,12 +21,18 @@ class Settings:
     max_total_tokens: int = 2048
     payload_limit: int = 2_000_000
     batching: str = "naive"
+    max_batch_size: int = 64
+    batch_wait_ms: int = 50
+    max_batch_total_tokens: int = 0
+    max_batch_prefill_tokens: int = 4096
 
     def validate(self) -> None:
         if self.max_input_tokens >= self.max_total_tokens:
             raise ValueError("--max-input-tokens must be less than --max-total-tokens")
         if self.max_concurrent_requests < 1:
             raise ValueError("--max-concurrent-requests must be at least 1")
+        if self.max_batch_size < 1 or self.batch_wait_ms < 0 or self.max_batch_prefill_tokens < 1:
+            raise ValueError("--max-batch-size and --max-batch-prefill-tokens must be >= 1, --batch-wait-ms >= 0")
         if self.batching not in BATCHING_MODES:
             raise ValueError(f"--batching must be one of {', '.join(BATCHING_MODES)}")
 
@@ -46,7 +52,22 @@ _FLAGS: dict[str, tuple[str, str]] = {
     "max_input_tokens": ("MAX_INPUT_TOKENS", "Longest prompt accepted, in tokens."),
     "max_total_tokens": ("MAX_TOTAL_TOKENS", "Prompt + max_new_tokens limit per request, in tokens."),
     "payload_limit": ("PAYLOAD_LIMIT", "Largest request body accepted, in bytes (413 beyond)."),
-    "batching": ("BATCHING", "How requests share the model: naive (one at a time, the article's baseline)."),
+    "batching": (
+        "BATCHING",
+        "How requests share the model: naive (one at a time, the article's baseline), static (padded batches "
+        "gathered for --batch-wait-ms) or continuous (transformers' continuous batching: join and leave every step).",
+    ),
+    "max_batch_size": ("MAX_BATCH_SIZE", "static, continuous: most requests generated together."),
+    "batch_wait_ms": ("BATCH_WAIT_MS", "static: how long the first request of a batch waits for company."),
+    "max_batch_total_tokens": (
+        "MAX_BATCH_TOTAL_TOKENS",
+        "continuous: KV-cache capacity in tokens, shared by the running batch. 0: 32768 on the CPU; on a GPU, "
+        "what fits in free memory (transformers decides).",
+    ),
+    "max_batch_prefill_tokens": (
+        "MAX_BATCH_PREFILL_TOKENS",
+        "continuous: most tokens one forward step processes (prompts being prefilled + one per decoding request).",
+    ),
 }
 
 

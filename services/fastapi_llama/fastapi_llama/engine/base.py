@@ -6,13 +6,12 @@ import asyncio
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
 from fastapi_llama.detokenize import IncrementalDetokenizer
-from fastapi_llama.metrics import ServerMetrics
 
 
 class FinishReason(StrEnum):
@@ -110,6 +109,7 @@ class RequestStream:
         self._special_ids = set(getattr(tokenizer, "all_special_ids", []))
         self._eos_ids = _eos_ids(tokenizer)
         self._cancelled = threading.Event()
+        self._on_cancel: list[Callable[[], None]] = []
         self.finished = False
         self.generated = 0
         self.enqueued_at = time.perf_counter()
@@ -124,7 +124,16 @@ class RequestStream:
         return self.finished or self.cancelled
 
     def cancel(self) -> None:
+        if self.finished or self._cancelled.is_set():
+            self._cancelled.set()
+            return
         self._cancelled.set()
+        for callback in self._on_cancel:
+            callback()
+
+    def on_cancel(self, callback: Callable[[], None]) -> None:
+        """Called once if the request is abandoned before it finishes (its client left)."""
+        self._on_cancel.append(callback)
 
     def mark_started(self) -> None:
         if self.started_at is None:
@@ -202,9 +211,9 @@ def _eos_ids(tokenizer: Any) -> set[int]:
     return set(eos) if isinstance(eos, list | tuple) else {eos}
 
 
-@dataclass
+@dataclass(frozen=True)
 class EngineStats:
-    """What the engine reports about its own state; mirrored into the gauges."""
+    """The engine's state at one moment: what the queue and batch gauges show."""
 
     queued: int = 0
     running: int = 0
@@ -215,13 +224,11 @@ class Engine(ABC):
     """A batching mode. It owns the model once started; the HTTP layer only submits streams."""
 
     name: str = "engine"
+    supports_seed: bool = True  # can a sampled request be replayed from its seed?
 
-    def __init__(self, model: Any, tokenizer: Any, metrics: ServerMetrics) -> None:
+    def __init__(self, model: Any, tokenizer: Any) -> None:
         self.model = model
         self.tokenizer = tokenizer
-        self.metrics = metrics
-        self._stats_lock = threading.Lock()
-        self.stats = EngineStats()
 
     @abstractmethod
     def start(self) -> None: ...
@@ -236,12 +243,17 @@ class Engine(ABC):
     @abstractmethod
     def healthy(self) -> bool: ...
 
+    @abstractmethod
+    def snapshot(self) -> EngineStats:
+        """Read at every scrape, so the gauges show the real queue and batch, not the last change."""
+
+    def unsupported(self, params: SamplingParams) -> list[str]:
+        """Parameters this engine cannot honour for this request (refused with a 422)."""
+        return []
+
     def warmup(self) -> None:  # noqa: B027 - optional hook, most engines need none
         """Run once before serving, so the first client does not pay for lazy initialisation."""
 
-    def _publish(self, queued: int, running: int, running_max_tokens: int) -> None:
-        with self._stats_lock:
-            self.stats = EngineStats(queued, running, running_max_tokens)
-        self.metrics.queue_size.set(queued)
-        self.metrics.batch_current_size.set(running)
-        self.metrics.batch_current_max_tokens.set(running_max_tokens)
+
+def pad_token_id(tokenizer: Any) -> int:
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id

@@ -9,9 +9,8 @@ from typing import Any
 import torch
 from transformers import LogitsProcessorList, StoppingCriteriaList
 
-from fastapi_llama.engine.base import Engine, GenerationError, RequestStream
+from fastapi_llama.engine.base import Engine, EngineStats, GenerationError, RequestStream, pad_token_id
 from fastapi_llama.engine.hooks import LogprobRecorder, StreamsDone, StreamsStreamer
-from fastapi_llama.metrics import ServerMetrics
 
 
 def generate_for(model: Any, streams: list[RequestStream], pad_token_id: int) -> None:
@@ -47,10 +46,11 @@ class NaiveEngine(Engine):
 
     name = "naive"
 
-    def __init__(self, model: Any, tokenizer: Any, metrics: ServerMetrics) -> None:
-        super().__init__(model, tokenizer, metrics)
+    def __init__(self, model: Any, tokenizer: Any) -> None:
+        super().__init__(model, tokenizer)
         self._queue: queue.Queue[RequestStream | None] = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="naive-engine", daemon=True)
+        self._running: RequestStream | None = None
 
     def start(self) -> None:
         self._thread.start()
@@ -64,20 +64,25 @@ class NaiveEngine(Engine):
 
     def submit(self, stream: RequestStream) -> None:
         self._queue.put(stream)
-        self._publish(self._queue.qsize(), self.stats.running, self.stats.running_max_tokens)
+
+    def snapshot(self) -> EngineStats:
+        running = self._running
+        if running is None:
+            return EngineStats(queued=self._queue.qsize())
+        req = running.request
+        return EngineStats(self._queue.qsize(), 1, len(req.input_ids) + req.params.max_new_tokens)
 
     def _run(self) -> None:
-        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
+        pad = pad_token_id(self.tokenizer)
         with torch.inference_mode():
             while (stream := self._queue.get()) is not None:
                 if stream.cancelled:  # its client left while it waited
-                    self._publish(self._queue.qsize(), 0, 0)
                     continue
-                req = stream.request
-                self._publish(self._queue.qsize(), 1, len(req.input_ids) + req.params.max_new_tokens)
+                self._running = stream
                 try:
                     generate_for(self.model, [stream], pad)
                 except Exception as exc:  # noqa: BLE001 - reported to the client as TGI's 424
                     stream.fail(GenerationError(f"generation failed: {exc}"))
+                finally:
+                    self._running = None
                 stream.finish_if_open()
-                self._publish(self._queue.qsize(), 0, 0)

@@ -7,12 +7,12 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
-from fastapi import APIRouter
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from fastapi_llama.engine.base import FinishEvent, FinishReason, TokenEvent
 from fastapi_llama.errors import ServiceError, ValidationFailed
-from fastapi_llama.routes.tgi import RequestId, ServiceDep, _error_stream
+from fastapi_llama.routes.common import ClientDisconnected, RequestId, ServiceDep, collect, error_stream
 from fastapi_llama.schemas import CompletionRequest, GenerateParameters
 from fastapi_llama.service import Prepared, Service
 from fastapi_llama.sse import SSE_HEADERS, event
@@ -60,7 +60,7 @@ def _usage(prepared: Prepared, done: FinishEvent) -> dict[str, int]:
 
 
 @router.post("/v1/completions", summary="Complete a prompt (OpenAI dialect)")
-async def completions(body: CompletionRequest, service: ServiceDep, x_request_id: RequestId = None):
+async def completions(body: CompletionRequest, request: Request, service: ServiceDep, x_request_id: RequestId = None):
     params = _parameters(body)
     prepared = service.prepare(body.prompt_text(), params, x_request_id)
     completion_id = f"cmpl-{uuid.uuid4().hex}"
@@ -69,7 +69,7 @@ async def completions(body: CompletionRequest, service: ServiceDep, x_request_id
         try:
             service.admit()
         except ServiceError as exc:
-            return _error_stream(exc)
+            return error_stream(exc)
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         return StreamingResponse(
             _stream(service, prepared, _envelope(service, completion_id, created), include_usage),
@@ -78,11 +78,9 @@ async def completions(body: CompletionRequest, service: ServiceDep, x_request_id
         )
     service.admit()
     try:
-        async for ev in service.generate(prepared):
-            if isinstance(ev, FinishEvent):
-                done = ev
-    finally:
-        service.release()
+        _, done = await collect(service, prepared, request)
+    except ClientDisconnected:
+        return Response(status_code=499)
     choice = {"index": 0, "text": done.generated_text, "finish_reason": OPENAI_FINISH[done.reason], "logprobs": None}
     result = {**_envelope(service, completion_id, created), "choices": [choice], "usage": _usage(prepared, done)}
     return JSONResponse(result, headers={"x-request-id": prepared.request.request_id})

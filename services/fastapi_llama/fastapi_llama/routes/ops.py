@@ -8,7 +8,7 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from fastapi_llama import __version__
-from fastapi_llama.routes.tgi import ServiceDep
+from fastapi_llama.routes.common import ServiceDep
 
 router = APIRouter()
 
@@ -46,4 +46,6 @@ async def info(service: ServiceDep) -> dict[str, Any]:
 
 @router.get("/metrics", summary="Prometheus metrics, TGI's names", response_class=PlainTextResponse)
 async def metrics(service: ServiceDep) -> PlainTextResponse:
+    stats = service.engine.snapshot()
+    service.metrics.observe_engine(stats.queued, stats.running, stats.running_max_tokens)
     return PlainTextResponse(service.metrics.render(), media_type="text/plain; version=0.0.4")

@@ -3,49 +3,32 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends, Header, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from fastapi_llama.engine.base import FinishEvent, TokenEvent
 from fastapi_llama.errors import ServiceError
+from fastapi_llama.routes.common import ClientDisconnected, RequestId, ServiceDep, collect, error_stream
 from fastapi_llama.schemas import CompatGenerateRequest, GenerateRequest
 from fastapi_llama.service import Prepared, Service
 from fastapi_llama.sse import SSE_HEADERS, event, stream_details, token_json
 
 router = APIRouter()
-DISCONNECT_CHECK_EVERY = 8  # tokens between checks for a client that left a non-streaming request
-
-
-def get_service(request: Request) -> Service:
-    return request.app.state.service
-
-
-ServiceDep = Annotated[Service, Depends(get_service)]
-RequestId = Annotated[str | None, Header(alias="x-request-id")]
 
 
 def _full_text(prepared: Prepared, text: str, return_full_text: bool | None) -> str:
     return prepared.inputs + text if return_full_text else text
 
 
-async def generate_once(
-    service: Service, body: GenerateRequest, request: Request, request_id: str | None
-) -> JSONResponse:
+async def generate_once(service: Service, body: GenerateRequest, request: Request, request_id: str | None) -> Response:
     prepared = service.prepare(body.inputs, body.parameters, request_id)
     service.admit()
-    tokens: list[dict[str, Any]] = []
     try:
-        async for ev in service.generate(prepared):
-            if isinstance(ev, TokenEvent):
-                tokens.append(token_json(ev))
-                if len(tokens) % DISCONNECT_CHECK_EVERY == 0 and await request.is_disconnected():
-                    return JSONResponse({"error": "client disconnected", "error_type": "cancelled"}, 499)
-            else:
-                done = ev
-    finally:
-        service.release()
+        tokens, done = await collect(service, prepared, request)
+    except ClientDisconnected:
+        return Response(status_code=499)  # nobody is listening; nginx's code for it
     result: dict[str, Any] = {
         "generated_text": _full_text(prepared, done.generated_text, body.parameters.return_full_text)
     }
@@ -55,7 +38,7 @@ async def generate_once(
             "generated_tokens": done.generated_tokens,
             "seed": done.seed,
             "prefill": [],
-            "tokens": tokens,
+            "tokens": [token_json(t) for t in tokens],
         }
     return JSONResponse(result, headers={"x-request-id": prepared.request.request_id})
 
@@ -67,7 +50,7 @@ async def stream_events(service: Service, body: GenerateRequest, request_id: str
     try:
         service.admit()
     except ServiceError as exc:
-        return _error_stream(exc)
+        return error_stream(exc)
 
     async def body_iter() -> AsyncIterator[bytes]:
         sent_final = False
@@ -103,13 +86,6 @@ def _final_fields(prepared: Prepared, done: FinishEvent, body: GenerateRequest) 
         "generated_text": _full_text(prepared, done.generated_text, body.parameters.return_full_text),
         "details": stream_details(done, prepared.input_length) if body.parameters.details else None,
     }
-
-
-def _error_stream(exc: ServiceError) -> StreamingResponse:
-    async def one() -> AsyncIterator[bytes]:
-        yield event(exc.body())
-
-    return StreamingResponse(one(), media_type="text/event-stream", headers=SSE_HEADERS)
 
 
 @router.post("/generate", summary="Generate tokens")
