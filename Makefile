@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 # Tests and local mode never reach for the Hugging Face Hub.
 LOCAL_ENV := HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 
-.PHONY: help install tiny-model test lint format bench system-deps clean
+.PHONY: help install tiny-model test lint format bench bench-serving system-deps clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -51,3 +51,6 @@ bench: install tiny-model ## Local mode end to end: both services, the sweep, th
 
 clean: ## Remove the venv, the tiny model and results
 	rm -rf $(VENV) .cache results
+
+bench-serving: install tiny-model ## Serving benchmark: naive vs static vs continuous vs the offline padded-batch bound
+	$(LOCAL_ENV) $(PY) services/fastapi_llama/benchmarks/serving.py --model-id $(TINY_MODEL) $(BENCH_SERVING_ARGS)

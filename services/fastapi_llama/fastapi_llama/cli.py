@@ -23,14 +23,22 @@ log = logging.getLogger("fastapi_llama")
 
 
 CPU_KV_CACHE_TOKENS = 32768  # on the CPU, transformers would otherwise reserve most of the RAM
+CPU_PAGE_SIZE = 32  # measured on the tiny model at 32 streams: 16-32 ≈ 840 tok/s, 64 ≈ 810, 256 ≈ 625
 
 
 def build_engine(settings: Settings, model: Any, tokenizer: Any) -> Engine:
     if settings.batching == "static":
         return StaticEngine(model, tokenizer, settings.max_batch_size, settings.batch_wait_ms)
     if settings.batching == "continuous":
-        total = settings.max_batch_total_tokens or (CPU_KV_CACHE_TOKENS if model.device.type == "cpu" else None)
-        limits = ContinuousLimits(total, settings.max_batch_prefill_tokens, settings.max_batch_size)
+        on_cpu = model.device.type == "cpu"
+        total = settings.max_batch_total_tokens or (CPU_KV_CACHE_TOKENS if on_cpu else None)
+        limits = ContinuousLimits(
+            max_batch_total_tokens=total,
+            max_batch_prefill_tokens=settings.max_batch_prefill_tokens,
+            max_batch_size=settings.max_batch_size,
+            page_size=CPU_PAGE_SIZE if on_cpu else None,
+            sampling=settings.continuous_sampling,
+        )
         return ContinuousEngine(model, tokenizer, limits)
     return NaiveEngine(model, tokenizer)
 

@@ -21,7 +21,8 @@ class ContinuousLimits:
     max_batch_total_tokens: int | None  # KV-cache capacity in tokens: num_blocks * page_size
     max_batch_prefill_tokens: int  # tokens one forward step may process: max_batch_tokens
     max_batch_size: int  # requests per step: max_requests_per_batch
-    page_size: int = 64
+    page_size: int | None = None  # tokens per KV page; None: transformers' default (256)
+    sampling: bool = False  # per-request sampling; off, the manager decodes greedily, ~35 % faster on CPU
 
 
 class ContinuousEngine(Engine):
@@ -39,24 +40,23 @@ class ContinuousEngine(Engine):
         from transformers.generation.configuration_utils import ContinuousBatchingConfig
 
         lim = self.limits
-        num_blocks = math.ceil(lim.max_batch_total_tokens / lim.page_size) if lim.max_batch_total_tokens else None
-        # Sampling is on for the manager as a whole; each request brings its own temperature / top-k / top-p, and a
-        # greedy request asks top_k=1, which is argmax. Default warpers are neutral but present, so that
-        # per-request values have a processor to go to.
-        generation = GenerationConfig(
-            do_sample=True,
-            temperature=1.0 - 1e-6,
-            top_k=self.model.config.vocab_size,
-            top_p=1.0 - 1e-6,
-            eos_token_id=self._eos,
-            pad_token_id=self.tokenizer.pad_token_id,
-        )
+        page_size = lim.page_size or 256
+        num_blocks = math.ceil(lim.max_batch_total_tokens / page_size) if lim.max_batch_total_tokens else None
+        if lim.sampling:
+            # Sampling is on for the manager as a whole; each request brings its own temperature / top-k / top-p,
+            # and a greedy request asks top_k=1, which is argmax. The defaults are neutral but present, so that
+            # per-request values have a processor to go to.
+            vocab = self.model.config.vocab_size
+            warpers = {"do_sample": True, "temperature": 1.0 - 1e-6, "top_k": vocab, "top_p": 1.0 - 1e-6}
+        else:
+            warpers = {"do_sample": False}
+        generation = GenerationConfig(**warpers, eos_token_id=self._eos, pad_token_id=self.tokenizer.pad_token_id)
         cb = ContinuousBatchingConfig(
             num_blocks=num_blocks,
-            page_size=lim.page_size,
+            page_size=page_size,
             max_batch_tokens=lim.max_batch_prefill_tokens,
             max_requests_per_batch=lim.max_batch_size,
-            per_request_processors=True,
+            per_request_processors=lim.sampling,
             allow_block_sharing=False,  # benchmark prompts repeat; prefix sharing would flatter the engine
         )
         return generation, cb
@@ -76,13 +76,16 @@ class ContinuousEngine(Engine):
     def warmup(self) -> None:
         """The first request pays for cache set-up (seconds); pay it before serving."""
         ids = self.tokenizer("warm up").input_ids
-        rid = self._manager.add_request(ids, request_id="warmup", max_new_tokens=4, streaming=False, top_k=1)
+        greedy = {"top_k": 1} if self.limits.sampling else {}
+        rid = self._manager.add_request(ids, request_id="warmup", max_new_tokens=4, streaming=False, **greedy)
         while (out := self._manager.get_result(request_id=rid, timeout=60)) is not None and not out.is_finished():
             pass
 
     def unsupported(self, params: SamplingParams) -> list[str]:
         refused = []
-        if params.do_sample and params.seed is not None:
+        if params.do_sample and not self.limits.sampling:
+            refused.append("sampling (temperature, top_k, top_p, do_sample): start with --continuous-sampling")
+        elif params.do_sample and params.seed is not None:
             refused.append("seed (one random stream is shared by the whole batch)")
         if params.repetition_penalty not in (None, 1.0):
             refused.append("repetition_penalty")
@@ -122,15 +125,12 @@ class ContinuousEngine(Engine):
                 stream.finish_if_open()
 
         p = req.params
-        sampling = (
-            {"top_k": 1}
-            if not p.do_sample
-            else {
-                k: v
-                for k, v in (("temperature", p.temperature), ("top_k", p.top_k), ("top_p", p.top_p))
-                if v is not None
-            }
-        )
+        sampling: dict[str, Any] = {}
+        if self.limits.sampling and not p.do_sample:
+            sampling = {"top_k": 1}
+        elif self.limits.sampling:
+            warpers = (("temperature", p.temperature), ("top_k", p.top_k), ("top_p", p.top_p))
+            sampling = {k: v for k, v in warpers if v is not None}
         manager.register_result_handler(rid, on_output)
         stream.on_cancel(lambda: manager.cancel_request(rid))
         manager.add_request(

@@ -1,0 +1,86 @@
+"""The two streaming dialects a target may speak: TGI's /generate_stream and OpenAI's /v1/completions."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+
+@dataclass
+class Parsed:
+    """What one server-sent event says."""
+
+    tokens: int = 0  # token events in it (0 or 1)
+    done: bool = False
+    finish_reason: str | None = None
+    server_tokens: int | None = None
+    error: str | None = None
+
+
+class Dialect(Protocol):
+    name: str
+    path: str
+
+    def body(self, prompt: str, max_new_tokens: int, model: str | None) -> dict[str, Any]: ...
+
+    def parse(self, data: bytes) -> Parsed: ...
+
+
+class TGI:
+    name = "tgi"
+    path = "/generate_stream"
+
+    def body(self, prompt: str, max_new_tokens: int, model: str | None) -> dict[str, Any]:
+        return {"inputs": prompt, "parameters": {"max_new_tokens": max_new_tokens, "details": True}}
+
+    def parse(self, data: bytes) -> Parsed:
+        event = json.loads(data)
+        if "error" in event:  # TGI reports overload and failures inside a 200 stream
+            return Parsed(error=f"{event.get('error_type', 'error')}: {event['error']}")
+        parsed = Parsed(tokens=1 if "token" in event else 0)
+        if event.get("generated_text") is not None:
+            parsed.done = True
+            details = event.get("details") or {}
+            parsed.finish_reason = details.get("finish_reason")
+            parsed.server_tokens = details.get("generated_tokens")
+        return parsed
+
+
+class OpenAI:
+    name = "openai"
+    path = "/v1/completions"
+
+    def body(self, prompt: str, max_new_tokens: int, model: str | None) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "prompt": prompt,
+            "max_tokens": max_new_tokens,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+            "temperature": 0,
+        }
+        if model:
+            body["model"] = model
+        return body
+
+    def parse(self, data: bytes) -> Parsed:
+        if data.strip() == b"[DONE]":
+            return Parsed(done=True)
+        event = json.loads(data)
+        if "error" in event:
+            err = event["error"]
+            return Parsed(error=err.get("message", str(err)) if isinstance(err, dict) else str(err))
+        parsed = Parsed()
+        choices = event.get("choices") or []
+        if choices:
+            # TGI and vLLM send one chunk per generated token (its text may be empty: a special token, or bytes of a
+            # character still incomplete). A server that merges tokens shows up as a count mismatch with `usage`.
+            parsed.tokens = 1
+            parsed.finish_reason = choices[0].get("finish_reason") or None
+        usage = event.get("usage")
+        if usage:
+            parsed.server_tokens = usage.get("completion_tokens")
+        return parsed
+
+
+DIALECTS: dict[str, Dialect] = {"tgi": TGI(), "openai": OpenAI()}

@@ -1,0 +1,69 @@
+"""The client's view as Prometheus metrics (the load tester's own names follow Prometheus naming)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from llm_loadtest.records import RequestRecord
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300)
+ITL_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1, 2.5)
+LABELS = ("target", "api", "max_new_tokens")
+
+
+class ClientMetrics:
+    """Built on an injected registry, so each process (and each test) has its own."""
+
+    def __init__(self, registry: CollectorRegistry, users: Callable[[], float]) -> None:
+        self.registry = registry
+        self.ttft = Histogram(
+            "llm_client_ttft_seconds",
+            "Time to first token, as the client sees it",
+            LABELS,
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.itl = Histogram(
+            "llm_client_itl_seconds",
+            "Mean inter-token latency per request",
+            LABELS,
+            buckets=ITL_BUCKETS,
+            registry=registry,
+        )
+        self.e2e = Histogram(
+            "llm_client_e2e_seconds",
+            "End-to-end latency per request",
+            LABELS,
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.tokens = Counter(
+            "llm_client_output_tokens", "Output tokens counted in the streams of OK requests", LABELS, registry=registry
+        )
+        self.requests = Counter(
+            "llm_client_requests", "Finished requests by status", (*LABELS, "status"), registry=registry
+        )
+        self.mismatches = Counter(
+            "llm_client_token_mismatches",
+            "Requests whose counted and server-reported tokens differ",
+            LABELS,
+            registry=registry,
+        )
+        self.users = Gauge("llm_client_users", "Users (concurrent request loops) running", registry=registry)
+        self.users.set_function(users)
+
+    def observe(self, r: RequestRecord) -> None:
+        labels = {"target": r.target, "api": r.api, "max_new_tokens": str(r.max_new_tokens)}
+        self.requests.labels(**labels, status=r.status).inc()
+        if r.token_mismatch:
+            self.mismatches.labels(**labels).inc()
+        if not r.ok:
+            return
+        self.e2e.labels(**labels).observe(r.e2e_s)
+        self.tokens.labels(**labels).inc(r.output_tokens)
+        if r.ttft_s is not None:
+            self.ttft.labels(**labels).observe(r.ttft_s)
+        if r.itl_s is not None:
+            self.itl.labels(**labels).observe(r.itl_s)

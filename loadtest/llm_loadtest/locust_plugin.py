@@ -1,0 +1,224 @@
+"""Locust integration: command-line (and web-UI) arguments, the LLM user, and where its records go.
+
+Records flow one way. A user produces a RequestRecord; on a worker it is sent to the master as a message, on the
+master (or a standalone run) it is written to `--records-file`, observed by the Prometheus metrics and the live
+tab. Nothing is counted twice: workers keep no totals of their own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import requests
+from locust import User, constant, events, task
+from locust.env import Environment
+from locust.runners import MasterRunner, WorkerRunner
+
+from llm_loadtest.client import RequestSpec, Target, stream_request
+from llm_loadtest.dialects import DIALECTS
+from llm_loadtest.records import RecordWriter, RequestRecord
+
+log = logging.getLogger(__name__)
+RECORD_MESSAGE = "llm_record"
+STATE_KEY = "llm_loadtest"
+
+
+def add_arguments(parser: Any) -> None:
+    # On the parser itself, not a group: only Locust's parser knows include_in_web_ui.
+    group = parser
+    group.add_argument(
+        "--api",
+        choices=sorted(DIALECTS),
+        default="tgi",
+        env_var="LOCUST_API",
+        help="Dialect of the target: tgi (/generate_stream) or openai (/v1/completions)",
+    )
+    group.add_argument(
+        "--max-new-tokens",
+        type=int,
+        default=128,
+        env_var="LOCUST_MAX_NEW_TOKENS",
+        help="Token cap per request (the article uses 128 and 256)",
+    )
+    group.add_argument(
+        "--prompts",
+        default="default",
+        env_var="LOCUST_PROMPTS",
+        help="'default' (shipped set), 'same' (one prompt every time, as the article) or a file",
+    )
+    group.add_argument(
+        "--request-timeout",
+        type=float,
+        default=300.0,
+        env_var="LOCUST_REQUEST_TIMEOUT",
+        help="Seconds before a request counts as a timeout",
+    )
+    group.add_argument("--model", default="", env_var="LOCUST_MODEL", help="Model name sent by the openai dialect")
+    group.add_argument(
+        "--target-name",
+        default="",
+        env_var="LOCUST_TARGET_NAME",
+        help="Name of the target in records and metrics (default: the host)",
+    )
+    group.add_argument(
+        "--records-file",
+        default="",
+        env_var="LOCUST_RECORDS_FILE",
+        include_in_web_ui=False,
+        help="Append one JSON line per finished request here (master or standalone)",
+    )
+    group.add_argument(
+        "--metrics-port",
+        type=int,
+        default=0,
+        env_var="LOCUST_METRICS_PORT",
+        include_in_web_ui=False,
+        help="Also serve /metrics on this port (useful headless; the web UI serves /metrics too)",
+    )
+    group.add_argument(
+        "--max-requests",
+        type=int,
+        default=0,
+        env_var="LOCUST_MAX_REQUESTS",
+        include_in_web_ui=False,
+        help="Stop after this many finished requests (0: no limit)",
+    )
+
+
+def _options(environment: Environment) -> argparse.Namespace:
+    return environment.parsed_options
+
+
+class LLMUser(User):
+    """Sends one streamed request after another (a closed loop: N users = N concurrent requests, as the article)."""
+
+    wait_time = constant(0)
+    abstract = True
+
+    def on_start(self) -> None:
+        from llm_loadtest.prompts import load_prompts
+
+        opts = _options(self.environment)
+        self.session = requests.Session()
+        self.prompts = load_prompts(opts.prompts)
+
+    def on_stop(self) -> None:
+        self.session.close()
+
+    @task
+    def generate(self) -> None:
+        opts = _options(self.environment)
+        host = (self.host or "").rstrip("/")
+        target = Target(opts.target_name or host, host, opts.api)
+        spec = RequestSpec(
+            self.prompts.next(),
+            opts.max_new_tokens,
+            opts.request_timeout,
+            users=opts.num_users or 0,
+            model=opts.model or None,
+        )
+        record = stream_request(self.session, target, spec)
+        report_to_locust(self.environment, record)
+        route_record(self.environment, record)
+
+
+def report_to_locust(environment: Environment, r: RequestRecord) -> None:
+    """The request itself is one Locust request (its size column: output tokens, as locust.contrib.oai does).
+    TTFT, ITL and output tokens get rows of their own, logged on their entries only, so the request count and
+    the Aggregated row stay those of real requests."""
+    exception = None if r.ok else RuntimeError(f"{r.status}: {r.error}")
+    environment.events.request.fire(
+        request_type="LLM",
+        name=f"{r.target} e2e",
+        response_time=r.e2e_s * 1000,
+        response_length=r.output_tokens,
+        exception=exception,
+        context={"status": r.status, "request_id": r.request_id},
+    )
+    if not r.ok:
+        return
+    stats = environment.stats
+    if r.ttft_s is not None:
+        stats.get(f"{r.target} TTFT", "LLM").log(r.ttft_s * 1000, 0)
+    if r.itl_s is not None:
+        stats.get(f"{r.target} ITL", "LLM").log(r.itl_s * 1000, 0)
+    stats.get(f"{r.target} output tokens (count, not ms)", "LLM").log(r.output_tokens, r.output_tokens)
+
+
+def route_record(environment: Environment, record: RequestRecord) -> None:
+    if isinstance(environment.runner, WorkerRunner):
+        environment.runner.send_message(RECORD_MESSAGE, asdict(record))
+        return
+    state = getattr(environment, STATE_KEY, None)
+    if state is not None:
+        state.accept(record)
+
+
+class MasterState:
+    """Everything that sees each record exactly once: the file, the metrics, the live tab, the request limit."""
+
+    def __init__(self, environment: Environment) -> None:
+        from prometheus_client import CollectorRegistry
+
+        from llm_loadtest.exporter import ClientMetrics
+        from llm_loadtest.live import LiveWindow
+
+        opts = _options(environment)
+        self.environment = environment
+        self.writer = RecordWriter(Path(opts.records_file)) if opts.records_file else None
+        self.registry = CollectorRegistry()
+        self.metrics = ClientMetrics(
+            self.registry, users=lambda: float(environment.runner.user_count if environment.runner else 0)
+        )
+        self.live = LiveWindow()
+        self.finished = 0
+        self.max_requests = opts.max_requests
+
+    def accept(self, record: RequestRecord) -> None:
+        if self.writer is not None:
+            self.writer.write(record)
+        self.metrics.observe(record)
+        self.live.add(record)
+        self.finished += 1
+        if self.max_requests and self.finished == self.max_requests and self.environment.runner is not None:
+            log.info("--max-requests %d reached; stopping", self.max_requests)
+            self.environment.runner.quit()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def install(event_hooks: Any = events) -> None:
+    """Register the plugin on Locust's event hooks (call once, from the locustfile)."""
+    event_hooks.init_command_line_parser.add_listener(add_arguments)
+
+    @event_hooks.init.add_listener
+    def _on_init(environment: Environment, **_: Any) -> None:
+        if isinstance(environment.runner, WorkerRunner):
+            return
+        state = MasterState(environment)
+        setattr(environment, STATE_KEY, state)
+        environment.events.reset_stats.add_listener(lambda **__: state.live.reset())
+        if isinstance(environment.runner, MasterRunner):
+            environment.runner.register_message(
+                RECORD_MESSAGE, lambda msg, **__: state.accept(RequestRecord.from_dict(msg.data))
+            )
+        if environment.web_ui is not None:
+            from llm_loadtest.webui import extend_web_ui
+
+            extend_web_ui(environment, state)
+        if _options(environment).metrics_port:
+            from prometheus_client import start_http_server
+
+            start_http_server(_options(environment).metrics_port, addr="127.0.0.1", registry=state.registry)
+
+    @event_hooks.quitting.add_listener
+    def _on_quit(environment: Environment, **_: Any) -> None:
+        state = getattr(environment, STATE_KEY, None)
+        if state is not None:
+            state.close()

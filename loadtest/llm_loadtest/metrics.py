@@ -1,0 +1,134 @@
+"""Every figure the kit reports, defined once, computed from raw request records (numpy percentiles, never
+Locust's rounded ones).
+
+- TTFT (time to first token): from sending the request to the arrival of the first token event.
+- ITL (inter-token latency) of a request: the mean gap after the first token, (e2e - TTFT) / (n - 1), n ≥ 2.
+- e2e latency: from sending the request to the end of its response.
+- Output tokens: token events counted in the stream. TGI cannot be forced past EOS, so the cap is never assumed;
+  a difference with what the server reports is counted in `token_mismatches`.
+- Output tok/s (aggregate): output tokens of the requests that finished OK in the step ÷ the step's wall time.
+- Output tok/s per user: the mean over OK requests of output_tokens / e2e (what one user sees).
+- Requests/s: requests that finished (any status) ÷ wall time.
+- Error rate by status: requests of each status ÷ all requests.
+- Goodput: OK requests meeting the SLO (TTFT ≤ slo_ttft_s and ITL ≤ slo_itl_s) ÷ wall time.
+- Achieved concurrency: the sum of e2e of all requests ÷ wall time (Little's law); below the users asked for, the
+  load generator could not keep the concurrency.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from llm_loadtest.records import RequestRecord, Status
+
+STATUSES = [s.value for s in Status]
+
+
+@dataclass(frozen=True)
+class SLO:
+    ttft_s: float = 2.0
+    itl_s: float = 0.1
+
+    def met_by(self, r: RequestRecord) -> bool:
+        return r.ok and r.ttft_s is not None and r.ttft_s <= self.ttft_s and (r.itl_s is None or r.itl_s <= self.itl_s)
+
+
+def percentile(values: Sequence[float], q: float) -> float | None:
+    return float(np.percentile(np.asarray(values, dtype=float), q)) if len(values) else None
+
+
+@dataclass
+class StepSummary:
+    target: str
+    api: str
+    users: int
+    max_new_tokens: int
+    wall_s: float
+    requests: int
+    ok: int
+    output_tokens: int
+    output_tok_s: float
+    tok_s_per_user: float | None
+    requests_per_s: float
+    ttft_p50_s: float | None
+    ttft_p95_s: float | None
+    ttft_p99_s: float | None
+    itl_p50_s: float | None
+    itl_p95_s: float | None
+    e2e_p50_s: float | None
+    e2e_p95_s: float | None
+    e2e_p99_s: float | None
+    errors: dict[str, int]
+    error_rate: float
+    goodput: float
+    token_mismatches: int
+    achieved_concurrency: float
+    loadgen_cpu: float | None = None
+    loadgen_bottleneck: bool = False
+    complete: bool = True
+    notes: list[str] = field(default_factory=list)
+
+
+def summarize(
+    records: Sequence[RequestRecord],
+    *,
+    target: str,
+    api: str,
+    users: int,
+    max_new_tokens: int,
+    wall_s: float,
+    slo: SLO = SLO(),
+    loadgen_cpu: float | None = None,
+) -> StepSummary:
+    ok = [r for r in records if r.ok]
+    statuses = Counter(r.status for r in records)
+    ttft = [r.ttft_s for r in ok if r.ttft_s is not None]
+    itl = [r.itl_s for r in ok if r.itl_s is not None]
+    e2e = [r.e2e_s for r in ok]
+    tokens = sum(r.output_tokens for r in ok)
+    per_user = [r.output_tokens / r.e2e_s for r in ok if r.e2e_s > 0]
+    wall = max(wall_s, 1e-9)
+    concurrency = sum(r.e2e_s for r in records) / wall
+    summary = StepSummary(
+        target=target,
+        api=api,
+        users=users,
+        max_new_tokens=max_new_tokens,
+        wall_s=wall_s,
+        requests=len(records),
+        ok=len(ok),
+        output_tokens=tokens,
+        output_tok_s=tokens / wall,
+        tok_s_per_user=float(np.mean(per_user)) if per_user else None,
+        requests_per_s=len(records) / wall,
+        ttft_p50_s=percentile(ttft, 50),
+        ttft_p95_s=percentile(ttft, 95),
+        ttft_p99_s=percentile(ttft, 99),
+        itl_p50_s=percentile(itl, 50),
+        itl_p95_s=percentile(itl, 95),
+        e2e_p50_s=percentile(e2e, 50),
+        e2e_p95_s=percentile(e2e, 95),
+        e2e_p99_s=percentile(e2e, 99),
+        errors={s: statuses.get(s, 0) for s in STATUSES if s != Status.OK},
+        error_rate=(len(records) - len(ok)) / len(records) if records else 0.0,
+        goodput=sum(1 for r in ok if slo.met_by(r)) / wall,
+        token_mismatches=sum(1 for r in records if r.token_mismatch),
+        achieved_concurrency=concurrency,
+        loadgen_cpu=loadgen_cpu,
+    )
+    flag_loadgen(summary)
+    return summary
+
+
+def flag_loadgen(s: StepSummary, cpu_limit: float = 0.9, concurrency_floor: float = 0.8) -> None:
+    """Mark a step whose numbers describe the load generator, not the server."""
+    if s.loadgen_cpu is not None and s.loadgen_cpu >= cpu_limit:
+        s.loadgen_bottleneck = True
+        s.notes.append(f"load generator CPU at {s.loadgen_cpu:.0%} of a core per process")
+    if s.users and s.requests and s.achieved_concurrency < concurrency_floor * s.users:
+        s.loadgen_bottleneck = True
+        s.notes.append(f"held {s.achieved_concurrency:.1f} of {s.users} concurrent requests")

@@ -1,0 +1,105 @@
+"""One record per request: raw timings and counts, from which every figure is derived.
+
+Fields of `requests.jsonl` (one JSON object per line, written as each request finishes):
+
+| field | meaning |
+| --- | --- |
+| `request_id` | sent as the `x-request-id` header |
+| `target`, `api` | the target's name and dialect (`tgi` or `openai`) |
+| `users`, `max_new_tokens` | the step this request belongs to (concurrency, token cap) |
+| `status` | `ok`, `http_error`, `stream_error`, `timeout` or `connection_error` |
+| `start` | epoch seconds when the request was sent |
+| `ttft_s` | seconds from sending to the first token event (null without one) |
+| `e2e_s` | seconds from sending to the end of the response (or the failure) |
+| `itl_s` | mean inter-token latency: (e2e - ttft) / (output_tokens - 1); null below 2 tokens |
+| `gaps_s` | every gap between consecutive token events, seconds |
+| `output_tokens` | token events counted in the stream |
+| `server_tokens` | tokens the server reported (TGI `details.generated_tokens`, OpenAI `usage.completion_tokens`) |
+| `finish_reason` | as the server reported it |
+| `http_status` | the response's status code (null when none arrived) |
+| `error` | the error message, for any status but `ok` |
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import IO, Any
+
+
+class Status(StrEnum):
+    OK = "ok"
+    HTTP_ERROR = "http_error"
+    STREAM_ERROR = "stream_error"
+    TIMEOUT = "timeout"
+    CONNECTION_ERROR = "connection_error"
+
+
+@dataclass
+class RequestRecord:
+    request_id: str
+    target: str
+    api: str
+    users: int
+    max_new_tokens: int
+    status: str
+    start: float
+    ttft_s: float | None
+    e2e_s: float
+    itl_s: float | None
+    output_tokens: int
+    server_tokens: int | None
+    finish_reason: str | None
+    http_status: int | None = None
+    error: str | None = None
+    gaps_s: list[float] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == Status.OK
+
+    @property
+    def token_mismatch(self) -> bool:
+        """The stream and the server disagree on the number of generated tokens."""
+        return self.server_tokens is not None and self.server_tokens != self.output_tokens
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), separators=(",", ":"))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RequestRecord:
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+class RecordWriter:
+    """Appends records to a JSONL file, flushed one by one: a crash loses no finished request."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._file: IO[str] = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed by close()
+
+    def write(self, record: RequestRecord) -> None:
+        self._file.write(record.to_json() + "\n")
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def read_records(path: Path) -> tuple[list[RequestRecord], int]:
+    """Records of a JSONL file, and how many lines were unreadable (a line cut short by a kill)."""
+    records: list[RequestRecord] = []
+    bad = 0
+    if not path.exists():
+        return records, bad
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if not line.strip():
+            continue
+        try:
+            records.append(RequestRecord.from_dict(json.loads(line)))
+        except (json.JSONDecodeError, TypeError):
+            bad += 1
+    return records, bad
