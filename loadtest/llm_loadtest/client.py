@@ -1,7 +1,7 @@
 """One streamed request, timed as the bytes arrive, turned into a RequestRecord.
 
-`requests` with `iter_content(chunk_size=None)` hands over each chunk the moment the socket delivers it; Locust's
-FastHttpUser buffers (a 50 ms TTFT measured as ~400 ms at 64 streams), so it is not used here.
+Locust's FastHttpUser buffers streamed bodies (a 50 ms TTFT measured as ~400 ms at 64 streams) and requests adds
+milliseconds per request, so the bytes are read with llm_loadtest.http, straight from the socket.
 """
 
 from __future__ import annotations
@@ -11,9 +11,8 @@ import time
 import uuid
 from dataclasses import dataclass
 
-import requests
-
 from llm_loadtest.dialects import DIALECTS, Dialect
+from llm_loadtest.http import Connection, DeadlineExceeded, HTTPError
 from llm_loadtest.records import RequestRecord, Status
 
 MAX_ERROR_BODY = 2000
@@ -50,16 +49,16 @@ class RequestSpec:
     model: str | None = None
 
 
-def stream_request(session: requests.Session, target: Target, spec: RequestSpec) -> RequestRecord:
+def stream_request(conn: Connection, target: Target, spec: RequestSpec) -> RequestRecord:
     dialect: Dialect = DIALECTS[target.api]
     request_id = uuid.uuid4().hex
     start = time.time()
     t0 = time.perf_counter()
     arrivals: list[float] = []
-    state = {"server_tokens": None, "finish_reason": None, "http_status": None}
+    state: dict = {"server_tokens": None, "finish_reason": None, "http_status": None}
 
     def record(status: Status, error: str | None = None) -> RequestRecord:
-        e2e = time.perf_counter() - t0
+        e2e = state["end"] if "end" in state else time.perf_counter() - t0
         n = len(arrivals)
         ttft = arrivals[0] if arrivals else None
         itl = (e2e - ttft) / (n - 1) if ttft is not None and n >= 2 else None
@@ -83,46 +82,47 @@ def stream_request(session: requests.Session, target: Target, spec: RequestSpec)
         )
 
     body = dialect.body(spec.prompt, spec.max_new_tokens, spec.model)
+    headers = {"x-request-id": request_id, "Accept": "text/event-stream"}
     try:
-        with session.post(
-            target.url + dialect.path,
-            json=body,
-            stream=True,
-            timeout=(min(10.0, spec.timeout_s), spec.timeout_s),
-            headers={"x-request-id": request_id, "accept": "text/event-stream"},
-        ) as resp:
-            state["http_status"] = resp.status_code
-            if resp.status_code != 200:
-                return record(Status.HTTP_ERROR, f"HTTP {resp.status_code}: {resp.text[:MAX_ERROR_BODY]}")
-            buffer = b""
-            for chunk in resp.iter_content(chunk_size=None):
-                now = time.perf_counter() - t0
-                if now > spec.timeout_s:
-                    return record(Status.TIMEOUT, f"no end after {spec.timeout_s:g}s")
-                buffer += chunk.replace(b"\r\n", b"\n")
-                while b"\n\n" in buffer:
-                    raw, buffer = buffer.split(b"\n\n", 1)
-                    data = b"\n".join(ln[5:].lstrip() for ln in raw.split(b"\n") if ln.startswith(b"data:"))
-                    if not data:
-                        continue
-                    parsed = dialect.parse(data)
-                    if parsed.error is not None:
-                        return record(Status.STREAM_ERROR, parsed.error)
-                    arrivals.extend([now] * parsed.tokens)
-                    if parsed.server_tokens is not None:
-                        state["server_tokens"] = parsed.server_tokens
-                    if parsed.finish_reason is not None:
-                        state["finish_reason"] = parsed.finish_reason
-                    if parsed.done:
-                        if target.api == "tgi":  # the final event carries everything; nothing follows
-                            return record(Status.OK)
-                        state["done"] = True
-            if state.get("done") or (target.api == "openai" and state["finish_reason"] is not None):
-                return record(Status.OK)
-            return record(Status.CONNECTION_ERROR, "the stream ended before its final event")
-    except (requests.Timeout, TimeoutError) as exc:
-        return record(Status.TIMEOUT, f"{type(exc).__name__}: {exc}")
-    except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError, OSError) as exc:
+        resp = conn.post_stream(dialect.path, body, headers, spec.timeout_s)
+        state["http_status"] = resp.status
+        if resp.status != 200:
+            text = b"".join(resp.body)[:MAX_ERROR_BODY].decode(errors="replace")
+            return record(Status.HTTP_ERROR, f"HTTP {resp.status}: {text}")
+        buffer = b""
+        for chunk in resp.body:
+            now = time.perf_counter() - t0
+            buffer += chunk
+            if b"\r" in buffer:
+                buffer = buffer.replace(b"\r\n", b"\n")
+            while b"\n\n" in buffer:
+                raw, buffer = buffer.split(b"\n\n", 1)
+                data = b"\n".join(ln[5:].lstrip() for ln in raw.split(b"\n") if ln.startswith(b"data:"))
+                if not data:
+                    continue
+                parsed = dialect.parse(data)
+                if parsed.error is not None:
+                    conn.close()
+                    return record(Status.STREAM_ERROR, parsed.error)
+                arrivals.extend([now] * parsed.tokens)
+                if parsed.server_tokens is not None:
+                    state["server_tokens"] = parsed.server_tokens
+                if parsed.finish_reason is not None:
+                    state["finish_reason"] = parsed.finish_reason
+                if parsed.done and "end" not in state:
+                    # The end of the answer. The closing bytes are still read, so that the connection stays
+                    # usable for the next request instead of being dropped.
+                    state["end"] = now
+        if "end" in state or (target.api == "openai" and state["finish_reason"] is not None):
+            return record(Status.OK)
+        conn.close()
+        return record(Status.CONNECTION_ERROR, "the stream ended before its final event")
+    except DeadlineExceeded:
+        conn.close()
+        return record(Status.TIMEOUT, f"no end after {spec.timeout_s:g}s")
+    except (HTTPError, OSError) as exc:
+        conn.close()
         return record(Status.CONNECTION_ERROR, f"{type(exc).__name__}: {exc}")
     except ValueError as exc:  # an event that is not JSON
+        conn.close()
         return record(Status.STREAM_ERROR, f"unparseable event: {exc}")

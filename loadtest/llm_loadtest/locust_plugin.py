@@ -13,13 +13,13 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import requests
 from locust import User, constant, events, task
 from locust.env import Environment
 from locust.runners import MasterRunner, WorkerRunner
 
 from llm_loadtest.client import RequestSpec, Target, stream_request
 from llm_loadtest.dialects import DIALECTS
+from llm_loadtest.http import Connection
 from llm_loadtest.records import RecordWriter, RequestRecord
 
 log = logging.getLogger(__name__)
@@ -103,11 +103,11 @@ class LLMUser(User):
         from llm_loadtest.prompts import load_prompts
 
         opts = _options(self.environment)
-        self.session = requests.Session()
+        self.connection = Connection((self.host or "").rstrip("/"))
         self.prompts = load_prompts(opts.prompts)
 
     def on_stop(self) -> None:
-        self.session.close()
+        self.connection.close()
 
     @task
     def generate(self) -> None:
@@ -121,7 +121,7 @@ class LLMUser(User):
             users=opts.num_users or 0,
             model=opts.model or None,
         )
-        record = stream_request(self.session, target, spec)
+        record = stream_request(self.connection, target, spec)
         report_to_locust(self.environment, record)
         route_record(self.environment, record)
 

@@ -1,0 +1,165 @@
+"""A synthetic LLM server with known timings, for measuring the load tester itself.
+
+It speaks just enough HTTP/1.1 (keep-alive, chunked responses) to stream TGI's /generate_stream and OpenAI's
+/v1/completions. Token i of a request is sent at t0 + ttft + i * gap, on absolute deadlines, so scheduling
+jitter never accumulates. Behaviours, chosen per server or cycled with `--behavior mixed`:
+
+  ok            stream `--tokens` tokens (or max_new_tokens, whichever is smaller) and finish
+  stream_error  send a few tokens, then TGI's in-stream error event (as TGI does when overloaded)
+  http_429      answer 429 with TGI's error body
+  stall         send the headers and one token, then nothing (the client must time out)
+  disconnect    send a few tokens, then close the connection mid-stream
+
+Run: python -m tests.support.synthetic_server --port 9000 --ttft-ms 50 --gap-ms 10 --tokens 64
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import json
+import time
+from dataclasses import dataclass
+
+BEHAVIORS = ("ok", "stream_error", "http_429", "stall", "disconnect")
+MIXED_CYCLE = ("ok", "stream_error", "ok", "http_429", "ok", "disconnect", "ok", "stall")
+
+
+@dataclass(frozen=True)
+class Config:
+    ttft_s: float = 0.05
+    gap_s: float = 0.01
+    tokens: int = 64
+    behavior: str = "ok"
+
+
+def _chunk(data: bytes) -> bytes:
+    return f"{len(data):x}\r\n".encode() + data + b"\r\n"
+
+
+def _event(payload: object) -> bytes:
+    return _chunk(b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n")
+
+
+class SyntheticServer:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self._cycle = itertools.cycle(MIXED_CYCLE)
+
+    def _behavior(self) -> str:
+        return next(self._cycle) if self.config.behavior == "mixed" else self.config.behavior
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                request_line = await reader.readline()
+                if not request_line:
+                    return
+                headers = {}
+                while (line := await reader.readline()) not in (b"\r\n", b"\n", b""):
+                    k, _, v = line.decode().partition(":")
+                    headers[k.strip().lower()] = v.strip()
+                body = await reader.readexactly(int(headers.get("content-length", 0)))
+                method, path, _ = request_line.decode().split(" ", 2)
+                if method == "GET" and path == "/health":
+                    writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+                    await writer.drain()
+                    continue
+                if not await self.stream(writer, path, json.loads(body or b"{}")):
+                    return
+        except (ConnectionError, asyncio.IncompleteReadError):
+            return
+        finally:
+            writer.close()
+
+    async def stream(self, writer: asyncio.StreamWriter, path: str, body: dict) -> bool:
+        """Answer one request; False when the connection must close."""
+        t0 = time.perf_counter()
+        loop = asyncio.get_running_loop()
+        behavior = self._behavior()
+        openai = path.startswith("/v1/")
+        cap = body.get("max_tokens") if openai else body.get("parameters", {}).get("max_new_tokens")
+        n = min(self.config.tokens, cap or self.config.tokens)
+        if behavior == "http_429":
+            err = json.dumps({"error": "Model is overloaded", "error_type": "overloaded"}).encode()
+            writer.write(
+                b"HTTP/1.1 429 Too Many Requests\r\ncontent-type: application/json\r\n"
+                + f"content-length: {len(err)}\r\n\r\n".encode()
+                + err
+            )
+            await writer.drain()
+            return True
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n")
+        stop_after = {"stream_error": 3, "disconnect": 3, "stall": 1}.get(behavior, n)
+        for i in range(min(n, stop_after)):
+            delay = t0 + self.config.ttft_s + i * self.config.gap_s - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            last = i == n - 1
+            writer.write(_openai_event(i, last, n) if openai else _tgi_event(i, last, n))
+            await writer.drain()
+        if behavior == "stream_error":
+            writer.write(_event({"error": "Model is overloaded", "error_type": "overloaded"}) + b"0\r\n\r\n")
+        elif behavior == "disconnect":
+            writer.transport.abort()
+            return False
+        elif behavior == "stall":
+            await loop.create_future()  # never answers; the client's timeout ends it
+        else:
+            if openai:
+                usage = {"prompt_tokens": 5, "completion_tokens": n, "total_tokens": 5 + n}
+                writer.write(_event({"choices": [], "usage": usage}) + _chunk(b"data: [DONE]\n\n"))
+            writer.write(b"0\r\n\r\n")
+        await writer.drain()
+        return True
+
+
+def _tgi_event(i: int, last: bool, n: int) -> bytes:
+    event = {
+        "index": i,
+        "token": {"id": 7, "text": f" t{i}", "logprob": None, "special": False},
+        "generated_text": None,
+        "details": None,
+    }
+    if last:
+        event["generated_text"] = "".join(f" t{k}" for k in range(n))
+        event["details"] = {"finish_reason": "length", "generated_tokens": n, "input_length": 5, "seed": None}
+    return _event(event)
+
+
+def _openai_event(i: int, last: bool, n: int) -> bytes:
+    choice = {"index": 0, "text": f" t{i}", "finish_reason": "length" if last else ""}
+    return _event(
+        {
+            "id": "cmpl-synthetic",
+            "object": "text_completion",
+            "created": 0,
+            "model": "synthetic",
+            "system_fingerprint": "synthetic",
+            "choices": [choice],
+        }
+    )
+
+
+async def serve(host: str, port: int, config: Config) -> None:
+    server = SyntheticServer(config)
+    srv = await asyncio.start_server(server.handle, host, port, backlog=1024)
+    async with srv:
+        await srv.serve_forever()
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--ttft-ms", type=float, default=50)
+    p.add_argument("--gap-ms", type=float, default=10)
+    p.add_argument("--tokens", type=int, default=64)
+    p.add_argument("--behavior", choices=(*BEHAVIORS, "mixed"), default="ok")
+    a = p.parse_args()
+    asyncio.run(serve(a.host, a.port, Config(a.ttft_ms / 1000, a.gap_ms / 1000, a.tokens, a.behavior)))
+
+
+if __name__ == "__main__":
+    main()
