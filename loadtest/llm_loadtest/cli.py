@@ -30,8 +30,15 @@ def _duration(text: str) -> float:
     return float(m.group(1)) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600, None: 1}[m.group(2)]
 
 
+class _Parser(argparse.ArgumentParser):
+    """One line per mistake, not the whole usage: the message says what to fix, --help says the rest."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: {message} (see --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="llm-loadtest", description=__doc__)
+    parser = _Parser(prog="llm-loadtest", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     sweep = sub.add_parser("sweep", help="targets x max-new-tokens x concurrency, headless, with Locust")
     sweep.add_argument(

@@ -96,11 +96,11 @@ def warm_up(cfg: SweepConfig, target: Target, max_new_tokens: int) -> None:
     """A few sequential requests first, unrecorded: the first requests pay for lazy set-up on many servers. A
     target that cannot be reached at all stops the sweep with one clear line."""
     prompts = load_prompts(cfg.prompts)
-    with requests.Session() as session:
+    conn = Connection(target.url)
+    try:
         for _ in range(max(1, cfg.warmup_requests)):
-            r = stream_request(
-                session, target, RequestSpec(prompts.next(), max_new_tokens, cfg.request_timeout_s, model=cfg.model)
-            )
+            spec = RequestSpec(prompts.next(), max_new_tokens, cfg.request_timeout_s, model=cfg.model)
+            r = stream_request(conn, target, spec)
             if r.status == "connection_error":
                 raise SweepError(f"target {target.name} ({target.url}) cannot be reached: {r.error}")
     finally:

@@ -1,6 +1,13 @@
-"""The load tester measures what the server did: TTFT and ITL within 2 ms (p50) at 64 concurrent streams."""
+"""The load tester measures what the server did: TTFT and ITL within 2 ms (p50) at 64 concurrent streams.
+
+The truth is what the synthetic server actually did, logged on the same clock: when it received each request and
+when it sent each token. The server aims at a 50 ms TTFT and 10 ms gaps; under 64 streams it is itself a little
+late, and that lateness is the server's, not a measurement error, so the client is compared with the log.
+"""
 
 from __future__ import annotations
+
+import json
 
 import numpy as np
 import pytest
@@ -13,8 +20,8 @@ TTFT_MS, GAP_MS, TOKENS = 50, 10, 64
 
 @pytest.mark.parametrize("api", ["tgi", "openai"])
 def test_timings_agree_with_the_truth_at_64_streams(tmp_path, api):
-    records_path = tmp_path / "requests.jsonl"
-    with synthetic_server(TTFT_MS, GAP_MS, TOKENS) as url:
+    records_path, log = tmp_path / "requests.jsonl", tmp_path / "server.jsonl"
+    with synthetic_server(TTFT_MS, GAP_MS, TOKENS, log=log) as url:
         run = run_locust(
             url,
             records_path,
@@ -36,8 +43,15 @@ def test_timings_agree_with_the_truth_at_64_streams(tmp_path, api):
     assert bad == 0 and len(records) >= 64
     assert {r.status for r in records} == {"ok"}
     assert all(r.output_tokens == TOKENS == r.server_tokens for r in records)
-    ttft_p50 = np.percentile([r.ttft_s for r in records], 50) * 1000
-    itl_p50 = np.percentile([r.itl_s for r in records], 50) * 1000
-    assert abs(ttft_p50 - TTFT_MS) < 2, f"TTFT p50 {ttft_p50:.2f} ms, truth {TTFT_MS} ms"
-    assert abs(itl_p50 - GAP_MS) < 2, f"ITL p50 {itl_p50:.2f} ms, truth {GAP_MS} ms"
     assert all(len(r.gaps_s) == TOKENS - 1 for r in records)
+
+    truth = {e["request_id"]: e for e in map(json.loads, log.read_text().splitlines())}
+    ttft_err = [r.ttft_s - (truth[r.request_id]["sent"][0] - r.start) for r in records]
+    ttft_err_ms = np.percentile(np.abs(ttft_err), 50) * 1000
+    true_itl = [(truth[r.request_id]["sent"][-1] - truth[r.request_id]["sent"][0]) / (TOKENS - 1) for r in records]
+    itl_err_ms = abs(np.percentile([r.itl_s for r in records], 50) - np.percentile(true_itl, 50)) * 1000
+    assert ttft_err_ms < 2, f"TTFT error p50 {ttft_err_ms:.2f} ms"
+    assert itl_err_ms < 2, f"ITL p50 off by {itl_err_ms:.2f} ms"
+    # And against the nominal timings, a looser check: the server's own lateness is included here.
+    assert abs(np.percentile([r.ttft_s for r in records], 50) * 1000 - TTFT_MS) < 5
+    assert abs(np.percentile([r.itl_s for r in records], 50) * 1000 - GAP_MS) < 2

@@ -17,7 +17,9 @@ LOCUSTFILE = REPO / "loadtest" / "locustfile.py"
 
 
 @contextmanager
-def synthetic_server(ttft_ms: float = 50, gap_ms: float = 10, tokens: int = 64, behavior: str = "ok") -> Iterator[str]:
+def synthetic_server(
+    ttft_ms: float = 50, gap_ms: float = 10, tokens: int = 64, behavior: str = "ok", log: Path | None = None
+) -> Iterator[str]:
     port = free_port()
     cmd = [
         sys.executable,
@@ -34,6 +36,8 @@ def synthetic_server(ttft_ms: float = 50, gap_ms: float = 10, tokens: int = 64, 
         "--behavior",
         behavior,
     ]
+    if log is not None:
+        cmd += ["--log", str(log)]
     proc = subprocess.Popen(cmd, cwd=REPO, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:

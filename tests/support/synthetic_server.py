@@ -32,6 +32,7 @@ class Config:
     gap_s: float = 0.01
     tokens: int = 64
     behavior: str = "ok"
+    log: str | None = None  # JSON lines: request id, epoch times of receipt and of each token sent
 
 
 def _chunk(data: bytes) -> bytes:
@@ -46,6 +47,7 @@ class SyntheticServer:
     def __init__(self, config: Config) -> None:
         self.config = config
         self._cycle = itertools.cycle(MIXED_CYCLE)
+        self._log = open(config.log, "a") if config.log else None  # noqa: SIM115 - lives with the server
 
     def _behavior(self) -> str:
         return next(self._cycle) if self.config.behavior == "mixed" else self.config.behavior
@@ -66,16 +68,20 @@ class SyntheticServer:
                     writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
                     await writer.drain()
                     continue
-                if not await self.stream(writer, path, json.loads(body or b"{}")):
+                received = time.time()
+                if not await self.stream(writer, path, json.loads(body or b"{}"), headers, received):
                     return
         except (ConnectionError, asyncio.IncompleteReadError):
             return
         finally:
             writer.close()
 
-    async def stream(self, writer: asyncio.StreamWriter, path: str, body: dict) -> bool:
+    async def stream(
+        self, writer: asyncio.StreamWriter, path: str, body: dict, headers: dict[str, str], received: float
+    ) -> bool:
         """Answer one request; False when the connection must close."""
         t0 = time.perf_counter()
+        sent: list[float] = []
         loop = asyncio.get_running_loop()
         behavior = self._behavior()
         openai = path.startswith("/v1/")
@@ -98,7 +104,12 @@ class SyntheticServer:
                 await asyncio.sleep(delay)
             last = i == n - 1
             writer.write(_openai_event(i, last, n) if openai else _tgi_event(i, last, n))
+            sent.append(time.time())
             await writer.drain()
+        if self._log is not None:
+            entry = {"request_id": headers.get("x-request-id"), "received": received, "sent": sent}
+            self._log.write(json.dumps(entry) + "\n")
+            self._log.flush()
         if behavior == "stream_error":
             writer.write(_event({"error": "Model is overloaded", "error_type": "overloaded"}) + b"0\r\n\r\n")
         elif behavior == "disconnect":
@@ -157,8 +168,10 @@ def main() -> None:
     p.add_argument("--gap-ms", type=float, default=10)
     p.add_argument("--tokens", type=int, default=64)
     p.add_argument("--behavior", choices=(*BEHAVIORS, "mixed"), default="ok")
+    p.add_argument("--log", default=None, help="append each request's send times here (JSON lines)")
     a = p.parse_args()
-    asyncio.run(serve(a.host, a.port, Config(a.ttft_ms / 1000, a.gap_ms / 1000, a.tokens, a.behavior)))
+    config = Config(a.ttft_ms / 1000, a.gap_ms / 1000, a.tokens, a.behavior, a.log)
+    asyncio.run(serve(a.host, a.port, config))
 
 
 if __name__ == "__main__":
