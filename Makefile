@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 # Tests and local mode never reach for the Hugging Face Hub.
 LOCAL_ENV := HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 
-.PHONY: help install tiny-model test lint format bench bench-serving system-deps clean
+.PHONY: help install tiny-model test lint format bench bench-serving bench-loadgen live system-deps clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -46,11 +46,24 @@ format: install ## Apply ruff's fixes and formatting
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-bench: install tiny-model ## Local mode end to end: both services, the sweep, the report (no GPU, no Docker)
-	@echo "make bench: the local end-to-end run is not built yet (issue: local mode end to end)." >&2; exit 2
+# make bench                         local mode: naive vs continuous on the tiny model, 128 and 256 tokens
+# make bench TARGETS="tgi=http://host:8080 fastapi=http://host:8000"   servers already running, 1..300 users
+# BENCH_ARGS adds flags (python -m llm_loadtest.local bench --help), e.g. BENCH_ARGS="--users 1,4".
+bench: install tiny-model ## Local mode end to end: services, Prometheus, sweep, report in results/latest
+ifeq ($(strip $(TARGETS)),)
+	$(LOCAL_ENV) $(PY) -m llm_loadtest.local bench --model $(TINY_MODEL) $(if $(ENGINES),--engines $(ENGINES)) $(BENCH_ARGS)
+else
+	$(PY) -m llm_loadtest.local bench --targets "$(TARGETS)" --users 1,5,10,25,50,100,200,300 --duration 60s $(BENCH_ARGS)
+endif
 
 clean: ## Remove the venv, the tiny model and results
 	rm -rf $(VENV) .cache results
 
 bench-serving: install tiny-model ## Serving benchmark: naive vs static vs continuous vs the offline padded-batch bound
 	$(LOCAL_ENV) $(PY) services/fastapi_llama/benchmarks/serving.py --model-id $(TINY_MODEL) $(BENCH_SERVING_ARGS)
+
+bench-loadgen: install ## Load-generator capacity: streamed tok/s of one Locust process with TTFT error < 2 ms
+	$(PY) loadtest/benchmarks/loadgen.py $(BENCH_LOADGEN_ARGS)
+
+live: install tiny-model ## Local services, Prometheus and the Locust web UI, left running; Ctrl-C stops all
+	$(LOCAL_ENV) $(PY) -m llm_loadtest.local live --model $(TINY_MODEL) $(if $(ENGINES),--engines $(ENGINES))

@@ -58,6 +58,12 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--max-new-tokens", type=_int_list, default=[128], help="token caps, e.g. 128,256")
     sweep.add_argument("--duration", type=_duration, default=None, help="per step, e.g. 20s (default 30s)")
     sweep.add_argument("--requests", type=int, default=None, help="per step: stop after this many requests")
+    sweep.add_argument(
+        "--requests-per-user",
+        type=int,
+        default=None,
+        help="per step: each user sends this many requests, then the step ends (1: one wave)",
+    )
     sweep.add_argument("--warmup", type=int, default=2, help="unrecorded requests per target and cap first")
     sweep.add_argument("--request-timeout", type=_duration, default=300.0, help="per request (default 300s)")
     sweep.add_argument("--prompts", default="default", help="default, same (the article's setup) or a file")
@@ -95,13 +101,15 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit("llm-loadtest sweep: --processes and --requests must be at least 1")
     from llm_loadtest.sweep import SweepConfig, SweepError, run_sweep
 
-    duration = args.duration if args.duration is not None else (None if args.requests else 30.0)
+    by_count = args.requests or args.requests_per_user
+    duration = args.duration if args.duration is not None else (None if by_count else 30.0)
     cfg = SweepConfig(
         targets=targets,
         users=args.users,
         max_new_tokens=args.max_new_tokens,
         duration_s=duration,
         requests_per_step=args.requests,
+        requests_per_user=args.requests_per_user,
         warmup_requests=args.warmup,
         request_timeout_s=args.request_timeout,
         prompts=args.prompts,

@@ -13,8 +13,10 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import gevent
 from locust import User, constant, events, task
 from locust.env import Environment
+from locust.exception import StopUser
 from locust.runners import MasterRunner, WorkerRunner
 
 from llm_loadtest.client import RequestSpec, Target, stream_request
@@ -80,6 +82,14 @@ def add_arguments(parser: Any) -> None:
         help="Also serve /metrics on this port (useful headless; the web UI serves /metrics too)",
     )
     group.add_argument(
+        "--requests-per-user",
+        type=int,
+        default=0,
+        env_var="LOCUST_REQUESTS_PER_USER",
+        include_in_web_ui=False,
+        help="Each user stops after this many requests (0: no limit); with --max-requests, one wave per step",
+    )
+    group.add_argument(
         "--max-requests",
         type=int,
         default=0,
@@ -105,6 +115,7 @@ class LLMUser(User):
         opts = _options(self.environment)
         self.connection = Connection((self.host or "").rstrip("/"))
         self.prompts = load_prompts(opts.prompts)
+        self.sent = 0
 
     def on_stop(self) -> None:
         self.connection.close()
@@ -112,6 +123,9 @@ class LLMUser(User):
     @task
     def generate(self) -> None:
         opts = _options(self.environment)
+        if opts.requests_per_user and self.sent >= opts.requests_per_user:
+            raise StopUser()
+        self.sent += 1
         host = (self.host or "").rstrip("/")
         target = Target(opts.target_name or host, host, opts.api)
         spec = RequestSpec(
@@ -186,7 +200,8 @@ class MasterState:
         self.finished += 1
         if self.max_requests and self.finished == self.max_requests and self.environment.runner is not None:
             log.info("--max-requests %d reached; stopping", self.max_requests)
-            self.environment.runner.quit()
+            # Not from this greenlet: it may be a user's, which quit() would wait for (and kill).
+            gevent.spawn(self.environment.runner.quit)
 
     def close(self) -> None:
         if self.writer is not None:

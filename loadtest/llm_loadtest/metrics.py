@@ -11,8 +11,9 @@ Locust's rounded ones).
 - Requests/s: requests that finished (any status) ÷ wall time.
 - Error rate by status: requests of each status ÷ all requests.
 - Goodput: OK requests meeting the SLO (TTFT ≤ slo_ttft_s and ITL ≤ slo_itl_s) ÷ wall time.
-- Achieved concurrency: the sum of e2e of all requests ÷ wall time (Little's law); below the users asked for, the
-  load generator could not keep the concurrency.
+- Achieved concurrency: the sum of e2e of all requests ÷ wall time (Little's law); peak concurrency: the most
+  requests in flight at one moment. A peak below the users asked for, or (when users sent several requests each)
+  a mean below it, means the load generator could not keep the concurrency.
 """
 
 from __future__ import annotations
@@ -67,6 +68,7 @@ class StepSummary:
     goodput: float
     token_mismatches: int
     achieved_concurrency: float
+    peak_concurrency: int
     loadgen_cpu: float | None = None
     loadgen_bottleneck: bool = False
     complete: bool = True
@@ -118,10 +120,22 @@ def summarize(
         goodput=sum(1 for r in ok if slo.met_by(r)) / wall,
         token_mismatches=sum(1 for r in records if r.token_mismatch),
         achieved_concurrency=concurrency,
+        peak_concurrency=peak_in_flight(records),
         loadgen_cpu=loadgen_cpu,
     )
     flag_loadgen(summary)
     return summary
+
+
+def peak_in_flight(records: Sequence[RequestRecord]) -> int:
+    edges = sorted(
+        [(r.start, 1) for r in records] + [(r.start + r.e2e_s, -1) for r in records], key=lambda e: (e[0], e[1])
+    )
+    peak = level = 0
+    for _, step in edges:
+        level += step
+        peak = max(peak, level)
+    return peak
 
 
 def flag_loadgen(s: StepSummary, cpu_limit: float = 0.9, concurrency_floor: float = 0.8) -> None:
@@ -129,6 +143,11 @@ def flag_loadgen(s: StepSummary, cpu_limit: float = 0.9, concurrency_floor: floa
     if s.loadgen_cpu is not None and s.loadgen_cpu >= cpu_limit:
         s.loadgen_bottleneck = True
         s.notes.append(f"load generator CPU at {s.loadgen_cpu:.0%} of a core per process")
-    if s.users and s.requests and s.achieved_concurrency < concurrency_floor * s.users:
+    if not (s.users and s.requests):
+        return
+    floor = concurrency_floor * s.users
+    if s.peak_concurrency < floor or (s.requests > s.users and s.achieved_concurrency < floor):
         s.loadgen_bottleneck = True
-        s.notes.append(f"held {s.achieved_concurrency:.1f} of {s.users} concurrent requests")
+        s.notes.append(
+            f"held {s.achieved_concurrency:.1f} (peak {s.peak_concurrency}) of {s.users} concurrent requests"
+        )

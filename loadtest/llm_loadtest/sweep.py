@@ -53,6 +53,7 @@ SUMMARY_FIELDS = [
     "goodput",
     "token_mismatches",
     "achieved_concurrency",
+    "peak_concurrency",
     "loadgen_cpu",
     "loadgen_bottleneck",
     "wall_s",
@@ -67,6 +68,7 @@ class SweepConfig:
     max_new_tokens: list[int] = field(default_factory=lambda: [128])
     duration_s: float | None = 30.0
     requests_per_step: int | None = None
+    requests_per_user: int | None = None  # each user sends this many, then the step ends (one wave: 1)
     warmup_requests: int = 2
     request_timeout_s: float = 300.0
     prompts: str = "default"
@@ -74,6 +76,7 @@ class SweepConfig:
     model: str | None = None
     slo: SLO = field(default_factory=SLO)
     out: Path = Path("results/sweep")
+    locust_args: list[str] = field(default_factory=list)  # passed through to every Locust run
 
 
 def step_records(records: Sequence[RequestRecord], target: str, users: int, max_new_tokens: int) -> list[RequestRecord]:
@@ -121,7 +124,7 @@ def locust_command(cfg: SweepConfig, target: Target, users: int, max_new_tokens:
         "--users",
         str(users),
         "--spawn-rate",
-        str(users),
+        "10000",  # all users at once: the article's N concurrent requests, not a ramp
         "--api",
         target.api,
         "--target-name",
@@ -142,8 +145,11 @@ def locust_command(cfg: SweepConfig, target: Target, users: int, max_new_tokens:
     ]
     if cfg.duration_s is not None:
         cmd += ["--run-time", f"{max(1, round(cfg.duration_s))}s"]
-    if cfg.requests_per_step:
+    if cfg.requests_per_user:
+        cmd += ["--requests-per-user", str(cfg.requests_per_user), "--max-requests", str(cfg.requests_per_user * users)]
+    elif cfg.requests_per_step:
         cmd += ["--max-requests", str(cfg.requests_per_step)]
+    cmd += cfg.locust_args
     if cfg.processes > 1:
         cmd += ["--processes", str(cfg.processes)]
     if cfg.model:
@@ -151,8 +157,9 @@ def locust_command(cfg: SweepConfig, target: Target, users: int, max_new_tokens:
     return cmd
 
 
-def run_locust(cmd: list[str], log_path: Path) -> tuple[int, float, float]:
-    """Run one step; returns (exit code, wall seconds, CPU seconds of the Locust processes per process)."""
+def run_locust(cmd: list[str], log_path: Path, deadline_s: float) -> tuple[int, float, float]:
+    """Run one step; returns (exit code, wall seconds, CPU seconds of the Locust processes per process). A step
+    still running at its deadline is stopped (SIGTERM: Locust shuts down and its finished records stay)."""
     t0 = time.monotonic()
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
@@ -165,6 +172,13 @@ def run_locust(cmd: list[str], log_path: Path) -> tuple[int, float, float]:
                     cpu[p.pid] = times.user + times.system
             except psutil.Error:
                 pass
+            if time.monotonic() - t0 > deadline_s:
+                proc.terminate()
+                try:
+                    proc.wait(30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                return -1, time.monotonic() - t0, sum(cpu.values()) / max(1, len(cpu))
             time.sleep(0.5)
     return proc.returncode, time.monotonic() - t0, sum(cpu.values()) / max(1, len(cpu))
 
@@ -188,6 +202,7 @@ def run_sweep(cfg: SweepConfig, progress: Callable[[str], None] = print) -> list
                 "max_new_tokens": cfg.max_new_tokens,
                 "duration_s": cfg.duration_s,
                 "requests_per_step": cfg.requests_per_step,
+                "requests_per_user": cfg.requests_per_user,
                 "prompts": cfg.prompts,
                 "processes": cfg.processes,
                 "slo": asdict(cfg.slo),
@@ -204,8 +219,10 @@ def run_sweep(cfg: SweepConfig, progress: Callable[[str], None] = print) -> list
             warm_up(cfg, target, max_new_tokens)
             for users in cfg.users:
                 n += 1
+                # Bounded: the run time (or, by count, a generous 10 minutes), a drain, and start-up.
+                deadline = (cfg.duration_s or 600) + cfg.request_timeout_s + 60
                 code, proc_wall, cpu_s = run_locust(
-                    locust_command(cfg, target, users, max_new_tokens), cfg.out / "locust.log"
+                    locust_command(cfg, target, users, max_new_tokens), cfg.out / "locust.log", deadline
                 )
                 records, _ = read_records(cfg.out / "requests.jsonl")
                 recs = step_records(records, target.name, users, max_new_tokens)
@@ -220,7 +237,10 @@ def run_sweep(cfg: SweepConfig, progress: Callable[[str], None] = print) -> list
                     slo=cfg.slo,
                     loadgen_cpu=cpu_s / proc_wall if proc_wall else None,
                 )
-                if code not in (0, 1):  # Locust exits 1 when any request failed; other codes are its own failure
+                if code == -1:
+                    summary.complete = False
+                    summary.notes.append(f"stopped at the step's deadline ({deadline:.0f}s)")
+                elif code not in (0, 1):  # Locust exits 1 when a request failed; other codes are its own failure
                     if not recs:
                         raise SweepError(f"locust failed (exit {code}): {_last_line(cfg.out / 'locust.log')}")
                     summary.complete = False

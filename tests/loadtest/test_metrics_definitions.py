@@ -63,6 +63,10 @@ def test_load_generator_bottleneck_is_flagged():
     busy = summarize([rec()], target="t", api="tgi", users=1, max_new_tokens=16, wall_s=1.0, loadgen_cpu=0.97)
     assert busy.loadgen_bottleneck and "CPU" in busy.notes[0]
     starved = summarize([rec(e2e=1.0)] * 4, target="t", api="tgi", users=64, max_new_tokens=16, wall_s=1.0)
-    assert starved.loadgen_bottleneck and "held 4.0 of 64" in starved.notes[0]
+    assert starved.loadgen_bottleneck and "held 4.0 (peak 4) of 64" in starved.notes[0]
+    # One wave of 4 requests that overlapped: held, although they finished one after another.
+    wave = [rec(start=0, e2e=e) for e in (1.0, 2.0, 3.0, 4.0)]
+    s = summarize(wave, target="t", api="tgi", users=4, max_new_tokens=16, wall_s=4.0, loadgen_cpu=0.2)
+    assert s.peak_concurrency == 4 and not s.loadgen_bottleneck
     fine = summarize([rec(e2e=1.0)] * 2, target="t", api="tgi", users=2, max_new_tokens=16, wall_s=1.0, loadgen_cpu=0.3)
     assert not fine.loadgen_bottleneck

@@ -1,0 +1,42 @@
+"""The whole load tester against the real service: sweep, records, report."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+
+from llm_loadtest.records import read_records
+from tests.support.servers import VENV_BIN
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("api", ["tgi", "openai"])
+def test_sweep_and_report_against_the_service(naive_server, tmp_path, api):
+    out = tmp_path / "sweep"
+    run = subprocess.run(
+        [
+            str(VENV_BIN / "llm-loadtest"),
+            "sweep",
+            "--target",
+            f"fastapi={naive_server.url}@{api}",
+            "--users",
+            "1,2",
+            "--max-new-tokens",
+            "16",
+            "--requests",
+            "4",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    records, _ = read_records(out / "requests.jsonl")
+    assert len(records) >= 8 and {r.status for r in records} == {"ok"}
+    # Tokens counted in the stream agree with what the server reports (details / usage).
+    assert all(r.server_tokens == r.output_tokens for r in records)
+    assert all(r.output_tokens <= 16 for r in records)
+    assert (out / "report.md").exists() and (out / "throughput.png").exists()
