@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 # Tests and local mode never reach for the Hugging Face Hub.
 LOCAL_ENV := HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 
-.PHONY: help install tiny-model test lint format bench bench-serving bench-loadgen live system-deps clean
+.PHONY: help install tiny-model test lint format bench bench-serving bench-loadgen live system-deps clean up down logs ps
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -32,7 +32,7 @@ tiny-model: $(TINY_MODEL)/tiny-model.json ## Build the offline tiny Llama model 
 
 system-deps: ## Install the system packages the tests use (Debian; needs root)
 	@if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
-		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus; \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus chromium docker-compose; \
 	else echo "system-deps: not root or not Debian; tests that need prometheus will skip"; fi
 
 test: install tiny-model ## Run the test suite (starts the servers it needs on 127.0.0.1)
@@ -67,3 +67,24 @@ bench-loadgen: install ## Load-generator capacity: streamed tok/s of one Locust 
 
 live: install tiny-model ## Local services, Prometheus and the Locust web UI, left running; Ctrl-C stops all
 	$(LOCAL_ENV) $(PY) -m llm_loadtest.local live --model $(TINY_MODEL) $(if $(ENGINES),--engines $(ENGINES))
+
+# The GPU path: the Compose stack. PROFILES=gpu (default), cpu, or gpu,vllm.
+PROFILES ?= gpu
+COMPOSE := docker compose $(foreach p,$(subst $(comma), ,$(PROFILES)),--profile $(p))
+comma := ,
+
+up: install ## Start the Compose stack (checks Docker Compose v2, the NVIDIA runtime, .env first)
+	@PROFILES=$(PROFILES) $(PY) services/preflight.py
+	$(COMPOSE) up -d --build
+	@echo "Locust      http://127.0.0.1:$${LOCUST_PORT:-8089}"
+	@echo "Grafana     http://127.0.0.1:$${GRAFANA_PORT:-3000}   (dashboard: LLM serving — side by side)"
+	@echo "Prometheus  http://127.0.0.1:$${PROMETHEUS_PORT:-9090}"
+
+down: ## Stop the Compose stack (volumes, with the model cache, are kept)
+	$(COMPOSE) down
+
+logs: ## Follow the stack's logs
+	$(COMPOSE) logs -f --tail=100
+
+ps: ## The stack's containers and their health
+	$(COMPOSE) ps

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -28,7 +29,7 @@ import httpx
 from llm_loadtest.client import Target
 
 LOCUSTFILE = Path(__file__).resolve().parents[1] / "locustfile.py"
-PROMETHEUS_CONFIG = Path(__file__).resolve().parents[2] / "prometheus" / "prometheus.local.yml"
+RULES = Path(__file__).resolve().parents[2] / "prometheus" / "rules"
 ENGINES = ("naive", "static", "continuous")
 
 
@@ -111,6 +112,24 @@ def start_engines(stack: Stack, engines: list[str], model: str, max_users: int) 
     return [Target(engine, url, "tgi") for engine, url, _ in targets]
 
 
+def prometheus_config(targets: list[Target], loadtest: str, interval: str = "1s") -> dict:
+    """The Compose stack's scrape layout on loopback: one job per server, labelled `server` as the rules expect."""
+    return {
+        "global": {"scrape_interval": interval, "evaluation_interval": interval},
+        "rule_files": [str(RULES / "*.yml")],
+        "scrape_configs": [
+            *(
+                {
+                    "job_name": t.name,
+                    "static_configs": [{"targets": [t.url.removeprefix("http://")], "labels": {"server": t.name}}],
+                }
+                for t in targets
+            ),
+            {"job_name": "loadtest", "static_configs": [{"targets": [loadtest]}]},
+        ],
+    }
+
+
 def start_prometheus(stack: Stack, out: Path, targets: list[Target], locust_metrics: str) -> str | None:
     binary = shutil.which("prometheus")
     if binary is None:
@@ -118,10 +137,7 @@ def start_prometheus(stack: Stack, out: Path, targets: list[Target], locust_metr
         return None
     port = free_port()
     config = out / "prometheus.yml"
-    services = ", ".join(f"'{t.url.removeprefix('http://')}'" for t in targets)
-    config.write_text(
-        PROMETHEUS_CONFIG.read_text().replace("SERVICES", services).replace("LOADTEST", f"'{locust_metrics}'")
-    )
+    config.write_text(json.dumps(prometheus_config(targets, locust_metrics), indent=2))  # JSON is YAML
     proc = stack.start(
         "prometheus",
         [

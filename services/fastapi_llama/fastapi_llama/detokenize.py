@@ -5,6 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 
+MAX_PENDING_TOKENS = 4
+
+
 class IncrementalDetokenizer:
     """Decodes a growing list of ids. A byte-level token can end in the middle of a UTF-8 character; its text is
     held back until the character completes (the same prefix/read offsets that TGI and vLLM use)."""
@@ -25,7 +28,10 @@ class IncrementalDetokenizer:
         decode = self._tokenizer.decode
         prefix = decode(self._ids[self._prefix_offset : self._read_offset])
         full = decode(self._ids[self._prefix_offset :])
-        if len(full) > len(prefix) and not full.endswith("\ufffd"):
+        pending = len(self._ids) - self._read_offset
+        # A UTF-8 character spans at most 4 bytes: past that, the bytes are invalid and will never complete
+        # (a random model produces such runs). Emit them as U+FFFD instead of re-decoding a growing tail forever.
+        if len(full) > len(prefix) and (not full.endswith("\ufffd") or pending >= MAX_PENDING_TOKENS):
             delta = full[len(prefix) :]
             self._prefix_offset = self._read_offset
             self._read_offset = len(self._ids)

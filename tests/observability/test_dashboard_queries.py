@@ -1,0 +1,163 @@
+"""Every dashboard query returns data from a real Prometheus scraping a real fastapi-llama, a real Locust master
+under a short load, and a dcgm-exporter fixture served on loopback. Rules are checked and unit-tested by promtool."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import re
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from llm_loadtest.client import Target
+from llm_loadtest.local import prometheus_config
+from tests.conftest import require_binary
+from tests.support.loadgen import LOCUSTFILE
+from tests.support.servers import REPO, VENV_BIN, fastapi_llama, free_port, stop
+
+DASHBOARD = REPO / "grafana" / "dashboards" / "llm-serving.json"
+DCGM_FIXTURE = REPO / "tests" / "data" / "dcgm-exporter-metrics.txt"
+
+
+def test_promtool_checks_config_and_rules():
+    promtool = require_binary("promtool")
+    for args in (
+        ["check", "config", str(REPO / "prometheus/prometheus.yml")],
+        ["check", "rules", *map(str, sorted((REPO / "prometheus/rules").glob("*.yml")))],
+        ["test", "rules", str(REPO / "prometheus/tests/rules_test.yml")],
+    ):
+        run = subprocess.run([promtool, *args], capture_output=True, text=True, timeout=60)
+        assert run.returncode == 0, run.stdout + run.stderr
+
+
+def dashboard_queries() -> list[tuple[str, str]]:
+    panels = json.loads(DASHBOARD.read_text())["panels"]
+    return [(p["title"], t["expr"]) for p in panels if p["type"] != "row" for t in p["targets"]]
+
+
+class _Fixture(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        body = DCGM_FIXTURE.read_bytes()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain; version=0.0.4")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def stack(tiny_model, server_tmp) -> Iterator[str]:
+    """fastapi-llama + Locust (web UI, autostarted, light load) + dcgm fixture, scraped by Prometheus every 1 s."""
+    prometheus = require_binary("prometheus")
+    dcgm = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Fixture)
+    threading.Thread(target=dcgm.serve_forever, daemon=True).start()
+    work = server_tmp / "observability"
+    work.mkdir(exist_ok=True)
+    with fastapi_llama(server_tmp, "--max-concurrent-requests", "4") as server:
+        web_port, prom_port = free_port(), free_port()
+        locust = subprocess.Popen(
+            [
+                str(VENV_BIN / "locust"),
+                "-f",
+                str(LOCUSTFILE),
+                "--host",
+                server.url,
+                "--web-host",
+                "127.0.0.1",
+                "--web-port",
+                str(web_port),
+                "--autostart",
+                "-u",
+                "6",
+                "-r",
+                "6",
+                "--run-time",
+                "120s",
+                "--target-name",
+                "naive",
+                "--max-new-tokens",
+                "24",
+            ],
+            cwd=REPO,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        config = prometheus_config([Target("naive", server.url)], f"127.0.0.1:{web_port}")
+        config["scrape_configs"].append(
+            {"job_name": "dcgm", "static_configs": [{"targets": [f"127.0.0.1:{dcgm.server_address[1]}"]}]}
+        )
+        (work / "prometheus.yml").write_text(json.dumps(config))
+        prom = subprocess.Popen(
+            [
+                prometheus,
+                f"--config.file={work / 'prometheus.yml'}",
+                f"--storage.tsdb.path={work / 'tsdb'}",
+                f"--web.listen-address=127.0.0.1:{prom_port}",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        try:
+            # Bad input and more users than the server admits: failures and 429s for the error panels.
+            httpx.post(f"{server.url}/generate", json={"inputs": ""})
+            time.sleep(25)  # rates over [1m] need a few scrapes; rules evaluate every second
+            yield f"http://127.0.0.1:{prom_port}"
+        finally:
+            stop(prom)
+            stop(locust)
+            dcgm.shutdown()
+
+
+def query(prom: str, expr: str) -> list[dict]:
+    expr = expr.replace("$target", ".*").replace("$server", ".*")
+    body = httpx.get(f"{prom}/api/v1/query", params={"query": expr}, timeout=10).json()
+    assert body["status"] == "success", body
+    return body["data"]["result"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("title", "expr"), dashboard_queries(), ids=[f"{t}: {e[:40]}" for t, e in dashboard_queries()])
+def test_every_dashboard_query_returns_data(stack, title, expr):
+    deadline = time.monotonic() + 30
+    while not (result := query(stack, expr)) and time.monotonic() < deadline:
+        time.sleep(1)
+    assert result, f"{title}: {expr} returned nothing"
+    assert all(float(r["value"][1]) == float(r["value"][1]) for r in result)  # no NaN
+
+
+@pytest.mark.slow
+def test_variables_list_the_target_and_server(stack):
+    variables = json.loads(DASHBOARD.read_text())["templating"]["list"]
+    for var in variables:
+        metric, label = re.fullmatch(r"label_values\((.+), (\w+)\)", var["query"]["query"]).groups()
+        values = httpx.get(f"{stack}/api/v1/label/{label}/values", params={"match[]": metric}).json()["data"]
+        assert values == ["naive"], var["name"]
+
+
+def test_dashboard_has_units_and_no_placeholders():
+    dashboard = json.loads(DASHBOARD.read_text())
+    assert "${DS_" not in DASHBOARD.read_text()
+    panels = [p for p in dashboard["panels"] if p["type"] != "row"]
+    assert all(p["fieldConfig"]["defaults"].get("unit") for p in panels)
+    titles = {p["title"] for p in panels}
+    assert {
+        "Output tokens/s (client)",
+        "Generated tokens/s (server)",
+        "Queue size",
+        "Batch size",
+        "GPU utilisation",
+        "GPU memory used",
+        "GPU power",
+    } <= titles
+    server_tokens = next(p for p in panels if p["title"] == "Generated tokens/s (server)")
+    assert "rate1m" in server_tokens["targets"][0]["expr"]  # a rate, not tokens per request
