@@ -32,8 +32,10 @@ def nvidia_runtime() -> str | None:
     except Exception as exc:  # noqa: BLE001 - any failure to reach the engine is the message
         return f"cannot reach the Docker engine: {exc}"
     if "nvidia" not in (info.get("Runtimes") or {}):
-        return ("the NVIDIA container runtime is not configured: install nvidia-container-toolkit and run "
-                "`sudo nvidia-ctk runtime configure --runtime=docker`, or use PROFILES=cpu")
+        return (
+            "the NVIDIA container runtime is not configured: install nvidia-container-toolkit and run "
+            "`sudo nvidia-ctk runtime configure --runtime=docker`, or use PROFILES=cpu"
+        )
     return None
 
 

@@ -84,16 +84,17 @@ def _saved_slo(directory: Path) -> SLO:
 
 
 def _lines(ax, report: Report, value, ylabel: str, title: str) -> None:
-    for target in report.targets:
-        for cap in report.token_caps:
+    styles = ["-", "--", ":", "-."]
+    for color, target in enumerate(report.targets):
+        for i, cap in enumerate(report.token_caps):
             series = [s for s in report.series(target, cap) if value(s) is not None]
-            if series:
-                style = "-" if cap == report.token_caps[0] else "--"
+            if series:  # one colour per target, one line style per token cap
                 ax.plot(
                     [s.users for s in series],
                     [value(s) for s in series],
-                    style,
+                    styles[i % 4],
                     marker="o",
+                    color=f"C{color % 10}",
                     label=f"{target}, {cap} tokens",
                 )
     ax.set_xlabel("concurrent requests (users)")

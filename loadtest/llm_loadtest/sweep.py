@@ -163,23 +163,35 @@ def run_locust(cmd: list[str], log_path: Path, deadline_s: float) -> tuple[int, 
     t0 = time.monotonic()
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
-        ps = psutil.Process(proc.pid)
-        cpu: dict[int, float] = {}
-        while proc.poll() is None:
-            try:
-                for p in [ps, *ps.children(recursive=True)]:
-                    times = p.cpu_times()
-                    cpu[p.pid] = times.user + times.system
-            except psutil.Error:
-                pass
-            if time.monotonic() - t0 > deadline_s:
-                proc.terminate()
-                try:
-                    proc.wait(30)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                return -1, time.monotonic() - t0, sum(cpu.values()) / max(1, len(cpu))
-            time.sleep(0.5)
+        try:
+            return _watch(proc, t0, deadline_s)
+        except BaseException:  # Ctrl-C or SIGTERM of the sweep: the step's Locust goes too
+            _stop(proc)
+            raise
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def _watch(proc: subprocess.Popen, t0: float, deadline_s: float) -> tuple[int, float, float]:
+    ps = psutil.Process(proc.pid)
+    cpu: dict[int, float] = {}
+    while proc.poll() is None:
+        try:
+            for p in [ps, *ps.children(recursive=True)]:
+                times = p.cpu_times()
+                cpu[p.pid] = times.user + times.system
+        except psutil.Error:
+            pass
+        if time.monotonic() - t0 > deadline_s:
+            _stop(proc)
+            return -1, time.monotonic() - t0, sum(cpu.values()) / max(1, len(cpu))
+        time.sleep(0.5)
     return proc.returncode, time.monotonic() - t0, sum(cpu.values()) / max(1, len(cpu))
 
 

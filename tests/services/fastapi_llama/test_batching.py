@@ -115,14 +115,20 @@ def _watch_gauges(url: str, until: float) -> list[tuple[float, float]]:
 
 def test_gauges_show_the_batch(static_server, continuous_server):
     body = {"inputs": "Gauge", "parameters": {"max_new_tokens": 300}}
-    for server, expect in ((continuous_server, (0.0, 6.0)), (static_server, (2.0, 4.0))):
+    checks = {
+        # continuous: all 6 join the running batch, none waits
+        "continuous": (continuous_server, lambda q, b: (q, b) == (0.0, 6.0)),
+        # static (max 4 per batch): a batch of several runs while the rest wait for the next one
+        "static": (static_server, lambda q, b: 2 <= b <= 4 and q >= 2 and q + b == 6),
+    }
+    for mode, (server, expected) in checks.items():
         threads = [threading.Thread(target=stream, args=(f"{server.url}/generate_stream", body)) for _ in range(6)]
         for t in threads:
             t.start()
         seen = _watch_gauges(server.url, time.monotonic() + 2.5)
         for t in threads:
             t.join(120)
-        assert expect in seen, f"expected (queue, batch) = {expect} while 6 requests ran; saw {sorted(set(seen))}"
+        assert any(expected(q, b) for q, b in seen), f"{mode}: (queue, batch) seen: {sorted(set(seen))}"
         samples, _ = scrape(server.url)
         assert (value(samples, "tgi_queue_size"), value(samples, "tgi_batch_current_size")) == (0.0, 0.0)
 
@@ -160,15 +166,35 @@ def test_overload_still_answers_429(batched):
 
 
 def test_stop_sequences_and_sampling_in_every_mode(batched):
-    text = generate(batched.url, "Stop here", 24)["generated_text"]
-    stop = text.split()[1]
+    stop = generate(batched.url, "Stop here", 24)["details"]["tokens"][2]["text"]
     out = generate(batched.url, "Stop here", 24, stop=[stop])
-    assert out["details"]["finish_reason"] == "stop_sequence" and out["details"]["generated_tokens"] < 24
-    sampled = generate(batched.url, "Sample", 8, temperature=0.8, top_p=0.9)
-    assert sampled["details"]["generated_tokens"] == 8
+    assert out["details"]["finish_reason"] == "stop_sequence" and out["details"]["generated_tokens"] <= 3
+    if httpx.get(f"{batched.url}/info").json()["batching"] == "static":  # continuous: see below
+        sampled = generate(batched.url, "Sample", 8, temperature=0.8, top_p=0.9)
+        assert sampled["details"]["generated_tokens"] == 8
 
 
 def test_continuous_refuses_what_it_cannot_honour(continuous_server):
-    for params in ({"do_sample": True, "seed": 5}, {"repetition_penalty": 1.3}, {"typical_p": 0.5}):
+    cases = [
+        ({"do_sample": True}, "--continuous-sampling"),
+        ({"temperature": 0.7}, "--continuous-sampling"),
+        ({"repetition_penalty": 1.3}, "repetition_penalty"),
+        ({"typical_p": 0.5}, "typical_p"),
+    ]
+    for params, named in cases:
         r = httpx.post(f"{continuous_server.url}/generate", json={"inputs": "Hi", "parameters": params})
-        assert r.status_code == 422 and "continuous" in r.json()["error"], params
+        assert r.status_code == 422 and "continuous" in r.json()["error"] and named in r.json()["error"], params
+
+
+def test_continuous_sampling_per_request(tiny_model, server_tmp, naive_server):
+    with fastapi_llama(server_tmp, "--batching", "continuous", "--continuous-sampling") as server:
+        # Greedy requests still match naive mode (top_k=1 under the hood).
+        prompt = PROMPTS[0]
+        assert (
+            generate(server.url, prompt, 16)["generated_text"]
+            == generate(naive_server.url, prompt, 16)["generated_text"]
+        )
+        hot = {generate(server.url, prompt, 16, temperature=5.0)["generated_text"] for _ in range(3)}
+        assert len(hot) > 1  # sampled: different texts
+        r = httpx.post(f"{server.url}/generate", json={"inputs": "Hi", "parameters": {"do_sample": True, "seed": 1}})
+        assert r.status_code == 422 and "seed" in r.json()["error"]

@@ -1,0 +1,103 @@
+"""`make bench`'s engine, shortened: services started and stopped, sweep, report with figures from the records."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import psutil
+import pytest
+
+from llm_loadtest.records import read_records
+from tests.support.servers import REPO
+
+
+def local(*args: str, results, **kw) -> subprocess.Popen:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "llm_loadtest.local", *args, "--results", str(results)],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        **kw,
+    )
+
+
+def children_alive(pids: list[int]) -> list[int]:
+    return [p for p in pids if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+
+
+@pytest.mark.slow
+def test_short_bench_end_to_end(tiny_model, tmp_path):
+    proc = local("bench", "--model", str(tiny_model), "--users", "1,3", "--max-new-tokens", "16,32", results=tmp_path)
+    out, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, out
+    latest = tmp_path / "latest"
+    assert latest.is_symlink()
+    run_dir = latest.resolve()
+    assert f"report: {tmp_path.name}" in out or "report: " in out
+    report = (run_dir / "report.md").read_text()
+    for chart in ("throughput.png", "latency.png", "ttft.png", "itl.png", "errors.png"):
+        assert (run_dir / chart).stat().st_size > 5000
+    records, bad = read_records(run_dir / "requests.jsonl")
+    assert bad == 0
+    assert {(r.target, r.users, r.max_new_tokens) for r in records} == {
+        (t, u, m) for t in ("naive", "continuous") for u in (1, 3) for m in (16, 32)
+    }
+    assert len(records) == 2 * (1 + 3) * 2  # one wave per step
+    for target in ("naive", "continuous"):
+        for users in (1, 3):
+            recs = [r for r in records if (r.target, r.users, r.max_new_tokens) == (target, users, 32)]
+            wall = max(r.start + r.e2e_s for r in recs) - min(r.start for r in recs)
+            row = next(ln for ln in report.splitlines() if ln.startswith(f"| {target} | 32 | {users} |"))
+            cells = [c.strip() for c in row.split("|")[1:-1]]
+            assert cells[5] == f"{sum(r.output_tokens for r in recs if r.ok) / wall:.1f}"
+            assert cells[7] == f"{np.percentile([r.ttft_s for r in recs], 50):.3f}"
+            assert cells[11] == f"{np.percentile([r.e2e_s for r in recs], 50):.3f}"
+    assert "### continuous / naive" in report
+    # Everything it started is gone.
+    assert not [
+        p
+        for p in psutil.process_iter(["cmdline"])
+        if str(tmp_path) in " ".join(p.info["cmdline"] or []) and p.pid != os.getpid()
+    ]
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_everything_and_keeps_finished_records(tiny_model, tmp_path):
+    proc = local(
+        "bench",
+        "--model",
+        str(tiny_model),
+        "--users",
+        "1,2,4",
+        "--max-new-tokens",
+        "64",
+        "--engines",
+        "naive",
+        results=tmp_path,
+    )
+    started: list[int] = []
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        kids = psutil.Process(proc.pid).children(recursive=True)
+        started = [k.pid for k in kids]
+        if (tmp_path / "latest" / "requests.jsonl").exists() and len(
+            read_records(tmp_path / "latest" / "requests.jsonl")[0]
+        ) >= 1:
+            break
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130, out
+    assert "interrupted" in out
+    time.sleep(1)
+    assert children_alive(started) == []
+    records, bad = read_records(tmp_path / "latest" / "requests.jsonl")
+    assert bad == 0 and len(records) >= 1 and all(r.status for r in records)
