@@ -14,7 +14,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -23,6 +22,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import httpx
+
+from llm_loadtest.local import free_port, wait_ready
 
 PROMPT = "Write a short story about a robot who learns to paint."
 
@@ -81,12 +82,6 @@ async def step(url: str, users: int, max_new_tokens: int) -> tuple[float, list[O
         return time.perf_counter() - t0, list(outcomes)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def start_server(mode: str, model: str, max_users: int, log_dir: Path) -> tuple[subprocess.Popen, str]:
     port = free_port()
     exe = Path(sys.executable).parent / "fastapi-llama"
@@ -105,21 +100,14 @@ def start_server(mode: str, model: str, max_users: int, log_dir: Path) -> tuple[
         "--max-batch-size",
         str(max_users),
     ]
-    log = open(log_dir / f"bench-serving-{mode}.log", "wb")  # noqa: SIM115 - lives as long as the server
-    proc = subprocess.Popen(
-        cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}
-    )
+    log_path = log_dir / f"bench-serving-{mode}.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}
+        )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{mode} server exited; see {log.name}")
-        try:
-            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                return proc, url
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    raise TimeoutError(f"{mode} server did not become healthy")
+    wait_ready(f"{url}/health", proc, f"fastapi-llama ({mode})", log_path, timeout=120)
+    return proc, url
 
 
 def stop_server(proc: subprocess.Popen) -> None:

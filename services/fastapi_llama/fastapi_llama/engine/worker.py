@@ -1,0 +1,96 @@
+"""Engines that own one worker thread calling `model.generate` (naive, static): the queue, the thread, the
+generation call with its error handling, and the gauges read from what the thread is running."""
+
+from __future__ import annotations
+
+import queue
+import threading
+from abc import abstractmethod
+from typing import Any
+
+import torch
+from transformers import LogitsProcessorList, StoppingCriteriaList
+
+from fastapi_llama.engine.base import Engine, EngineStats, GenerationError, RequestStream, pad_token_id
+from fastapi_llama.engine.hooks import LogprobRecorder, StreamsDone, StreamsStreamer
+
+
+def generate_for(model: Any, streams: list[RequestStream], pad: int) -> None:
+    """One `generate` call for requests that share sampling parameters (one row each, left-padded)."""
+    params = streams[0].request.params
+    lengths = [len(s.request.input_ids) for s in streams]
+    width = max(lengths)
+    ids = torch.full((len(streams), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(streams), width), dtype=torch.long)
+    for row, stream in enumerate(streams):
+        n = lengths[row]
+        ids[row, width - n :] = torch.tensor(stream.request.input_ids)
+        mask[row, width - n :] = 1
+    recorder = LogprobRecorder()
+    if params.seed is not None:
+        torch.manual_seed(params.seed)
+    for stream in streams:
+        stream.mark_started()
+    model.generate(
+        input_ids=ids.to(model.device),
+        attention_mask=mask.to(model.device),
+        max_new_tokens=max(s.request.params.max_new_tokens for s in streams),
+        streamer=StreamsStreamer(streams, recorder),
+        stopping_criteria=StoppingCriteriaList([StreamsDone(streams)]),
+        logits_processor=LogitsProcessorList([recorder]),
+        pad_token_id=pad,
+        **params.generate_kwargs(),
+    )
+
+
+class WorkerEngine(Engine):
+    def __init__(self, model: Any, tokenizer: Any) -> None:
+        super().__init__(model, tokenizer)
+        self._queue: queue.Queue[RequestStream | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._loop, name=f"{self.name}-engine", daemon=True)
+        self._batch: list[RequestStream] = []
+        self._stopping = False
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._queue.put(None)
+        self._thread.join(timeout=10)
+
+    def healthy(self) -> bool:
+        return self._thread.is_alive()
+
+    def submit(self, stream: RequestStream) -> None:
+        self._queue.put(stream)
+
+    def waiting(self) -> int:
+        return self._queue.qsize()
+
+    def snapshot(self) -> EngineStats:
+        batch = [s for s in self._batch if not s.done]
+        max_tokens = sum(len(s.request.input_ids) + s.request.params.max_new_tokens for s in batch)
+        return EngineStats(self.waiting(), len(batch), max_tokens)
+
+    @abstractmethod
+    def next_batch(self) -> list[RequestStream] | None:
+        """The requests to generate together next ([] to look again; None to stop)."""
+
+    def _loop(self) -> None:
+        pad = pad_token_id(self.tokenizer)
+        with torch.inference_mode():
+            while not self._stopping and (batch := self.next_batch()) is not None:
+                batch = [s for s in batch if not s.cancelled]  # their clients left while they waited
+                if not batch:
+                    continue
+                self._batch = batch
+                try:
+                    generate_for(self.model, batch, pad)
+                except Exception as exc:  # noqa: BLE001 - reported to each client as TGI's 424
+                    for stream in batch:
+                        stream.fail(GenerationError(f"generation failed: {exc}"))
+                finally:
+                    self._batch = []
+                for stream in batch:
+                    stream.finish_if_open()
