@@ -166,17 +166,20 @@ def new_results_dir(root: Path) -> Path:
 
 @contextlib.contextmanager
 def interruptible(stack: Stack) -> Iterator[None]:
-    """SIGTERM behaves like Ctrl-C: the finally blocks stop every process."""
+    """SIGTERM behaves like Ctrl-C: the finally block stops every process."""
 
     def _raise(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, _raise)
+    # SIGINT too: a shell's background job starts with SIGINT ignored, and Python then never raises
+    # KeyboardInterrupt.
+    previous = {sig: signal.signal(sig, _raise) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         yield
     finally:
         stack.stop()
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def bench(args: argparse.Namespace) -> int:
