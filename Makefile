@@ -30,12 +30,17 @@ $(TINY_MODEL)/tiny-model.json: $(VENV)/.installed services/fastapi_llama/fastapi
 
 tiny-model: $(TINY_MODEL)/tiny-model.json ## Build the offline tiny Llama model (random weights, local tokenizer)
 
-system-deps: ## Install the system packages the tests use (Debian; needs root)
-	@if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
-		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus chromium docker-compose; \
-	else echo "system-deps: not root or not Debian; tests that need prometheus will skip"; fi
+SYSTEM_BINARIES := prometheus promtool chromium docker-compose
 
-test: install tiny-model ## Run the test suite (starts the servers it needs on 127.0.0.1)
+system-deps: ## Install the system packages the tests use: prometheus, chromium, docker-compose (Debian, root)
+	@missing=$$(for b in $(SYSTEM_BINARIES); do command -v $$b >/dev/null || echo $$b; done); \
+	if [ -z "$$missing" ]; then echo "system-deps: present ($(SYSTEM_BINARIES))"; \
+	elif command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+			prometheus chromium docker-compose; \
+	else echo "system-deps: missing $$missing and not root on Debian; the tests that need them will skip"; fi
+
+test: install tiny-model system-deps ## Run the test suite (installs what it needs, starts its servers on 127.0.0.1)
 	$(LOCAL_ENV) TINY_MODEL=$(TINY_MODEL) $(PY) -m pytest $(PYTEST_ARGS)
 
 lint: install ## ruff check and format check
