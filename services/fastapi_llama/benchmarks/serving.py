@@ -12,18 +12,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import signal
 import statistics
-import subprocess
-import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import httpx
 
-from llm_loadtest.local import free_port, wait_ready
+from llm_loadtest.local import Stack, start_engines
 
 PROMPT = "Write a short story about a robot who learns to paint."
 
@@ -80,43 +76,6 @@ async def step(url: str, users: int, max_new_tokens: int) -> tuple[float, list[O
         t0 = time.perf_counter()
         outcomes = await asyncio.gather(*(one_stream(client, url, max_new_tokens) for _ in range(users)))
         return time.perf_counter() - t0, list(outcomes)
-
-
-def start_server(mode: str, model: str, max_users: int, log_dir: Path) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    exe = Path(sys.executable).parent / "fastapi-llama"
-    cmd = [
-        str(exe),
-        "--model-id",
-        model,
-        "--hostname",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--batching",
-        mode,
-        "--max-concurrent-requests",
-        str(max_users * 2),
-        "--max-batch-size",
-        str(max_users),
-    ]
-    log_path = log_dir / f"bench-serving-{mode}.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}
-        )
-    url = f"http://127.0.0.1:{port}"
-    wait_ready(f"{url}/health", proc, f"fastapi-llama ({mode})", log_path, timeout=120)
-    return proc, url
-
-
-def stop_server(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
 
 
 def offline_bound(model_path: str, users_list: list[int], max_new_tokens: int) -> dict[int, float]:
@@ -193,8 +152,9 @@ def main(argv: list[str] | None = None) -> None:
     bound = offline_bound(args.model_id, users_list, args.max_new_tokens)
     rows: list[Row] = []
     for mode in modes:
-        proc, url = start_server(mode, args.model_id, max(users_list), args.out.parent)
+        stack = Stack(args.out.parent)  # the same start-up and shutdown as make bench
         try:
+            url = start_engines(stack, [mode], args.model_id, max(users_list))[0].url
             for users in users_list:
                 runs = []
                 for _ in range(args.repeats):
@@ -209,7 +169,7 @@ def main(argv: list[str] | None = None) -> None:
                     flush=True,
                 )
         finally:
-            stop_server(proc)
+            stack.stop()
     naive = {r.users: r.tok_s for r in rows if r.mode == "naive"}
     for r in rows:
         r.ratio_to_naive = r.tok_s / naive[r.users] if r.users in naive else None
