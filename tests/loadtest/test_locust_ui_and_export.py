@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import csv
+import json
+import re
 import subprocess
 import time
 
@@ -146,3 +148,11 @@ def test_llm_tab_renders_in_a_browser(web_locust, tmp_path):
     ).stdout
     for text in ("TTFT p50 (ms)", "ITL p95 (ms)", "Output tok/s (10 s)", "stream_error", "synthetic"):
         assert text in dom
+
+
+def test_custom_arguments_appear_in_the_web_ui_form(web_locust):
+    page = httpx.get(web_locust).text
+    options = json.loads(re.search(r'"extra_options": (\{.*?\}\}),', page).group(1))
+    assert {"api", "max_new_tokens", "prompts", "request_timeout", "model", "target_name"} <= set(options)
+    assert options["api"]["choices"] == ["openai", "tgi"] and options["max_new_tokens"]["default_value"] == 16
+    assert "records_file" not in options  # a server-side path is not a web-form field
