@@ -115,6 +115,16 @@ class Connection:
         data, self._buf = self._buf[:n], self._buf[n:]
         return data
 
+    def _stream_exactly(self, n: int) -> Iterator[bytes]:
+        """Hand over n bytes, each part the moment it has arrived (a token must not wait for the next)."""
+        while n:
+            if not self._buf:
+                self._buf = self._recv()
+            take = self._buf[:n]
+            self._buf = self._buf[len(take) :]
+            n -= len(take)
+            yield take
+
     def _read_head(self) -> tuple[int, dict[str, str]]:
         raw = self._read_until(b"\r\n\r\n").decode("latin-1")
         status_line, *lines = raw.split("\r\n")
@@ -135,24 +145,10 @@ class Connection:
                 if size == 0:
                     self._read_until(b"\r\n")  # no trailers are sent by the servers we load
                     break
-                # Hand over what has arrived of the chunk at once; the rest follows as it comes.
-                while size:
-                    if not self._buf:
-                        self._buf = self._recv()
-                    take = self._buf[:size]
-                    self._buf = self._buf[len(take) :]
-                    size -= len(take)
-                    yield take
+                yield from self._stream_exactly(size)
                 self._read_exact(2)
         elif "content-length" in headers:
-            remaining = int(headers["content-length"])
-            while remaining:
-                if not self._buf:
-                    self._buf = self._recv()
-                take = self._buf[:remaining]
-                self._buf = self._buf[len(take) :]
-                remaining -= len(take)
-                yield take
+            yield from self._stream_exactly(int(headers["content-length"]))
         else:  # body until close
             keep = False
             try:

@@ -31,49 +31,48 @@ STATE_KEY = "llm_loadtest"
 
 def add_arguments(parser: Any) -> None:
     # On the parser itself, not a group: only Locust's parser knows include_in_web_ui.
-    group = parser
-    group.add_argument(
+    parser.add_argument(
         "--api",
         choices=sorted(DIALECTS),
         default="tgi",
         env_var="LOCUST_API",
         help="Dialect of the target: tgi (/generate_stream) or openai (/v1/completions)",
     )
-    group.add_argument(
+    parser.add_argument(
         "--max-new-tokens",
         type=int,
         default=128,
         env_var="LOCUST_MAX_NEW_TOKENS",
         help="Token cap per request (the article uses 128 and 256)",
     )
-    group.add_argument(
+    parser.add_argument(
         "--prompts",
         default="default",
         env_var="LOCUST_PROMPTS",
         help="'default' (shipped set), 'same' (one prompt every time, as the article) or a file",
     )
-    group.add_argument(
+    parser.add_argument(
         "--request-timeout",
         type=float,
         default=300.0,
         env_var="LOCUST_REQUEST_TIMEOUT",
         help="Seconds before a request counts as a timeout",
     )
-    group.add_argument("--model", default="", env_var="LOCUST_MODEL", help="Model name sent by the openai dialect")
-    group.add_argument(
+    parser.add_argument("--model", default="", env_var="LOCUST_MODEL", help="Model name sent by the openai dialect")
+    parser.add_argument(
         "--target-name",
         default="",
         env_var="LOCUST_TARGET_NAME",
         help="Name of the target in records and metrics (default: the host)",
     )
-    group.add_argument(
+    parser.add_argument(
         "--records-file",
         default="",
         env_var="LOCUST_RECORDS_FILE",
         include_in_web_ui=False,
         help="Append one JSON line per finished request here (master or standalone)",
     )
-    group.add_argument(
+    parser.add_argument(
         "--metrics-port",
         type=int,
         default=0,
@@ -81,7 +80,7 @@ def add_arguments(parser: Any) -> None:
         include_in_web_ui=False,
         help="Also serve /metrics on this port (useful headless; the web UI serves /metrics too)",
     )
-    group.add_argument(
+    parser.add_argument(
         "--requests-per-user",
         type=int,
         default=0,
@@ -89,7 +88,7 @@ def add_arguments(parser: Any) -> None:
         include_in_web_ui=False,
         help="Each user stops after this many requests (0: no limit); with --max-requests, one wave per step",
     )
-    group.add_argument(
+    parser.add_argument(
         "--max-requests",
         type=int,
         default=0,

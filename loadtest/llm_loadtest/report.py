@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from llm_loadtest.metrics import SLO, STATUSES, StepSummary, summarize
-from llm_loadtest.records import RequestRecord, read_records
+from llm_loadtest.records import read_records
 from llm_loadtest.sweep import step_records, step_wall
 
 
@@ -244,7 +244,3 @@ def write_report(directory: Path) -> Path:
     path = directory / "report.md"
     path.write_text(render_markdown(report, charts))
     return path
-
-
-def load_records(directory: Path) -> list[RequestRecord]:
-    return read_records(directory / "requests.jsonl")[0]

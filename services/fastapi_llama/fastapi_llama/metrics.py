@@ -57,9 +57,6 @@ class Counter(_Metric):
         with self._lock:
             self._values[key] = self._values.get(key, 0.0) + amount
 
-    def value(self, **labels: str) -> float:
-        return self._values.get(self._key(labels), 0.0)
-
     def render(self) -> list[str]:
         lines = [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} counter"]
         with self._lock:
@@ -77,13 +74,6 @@ class Gauge(_Metric):
     def set(self, value: float) -> None:
         with self._lock:
             self._value = float(value)
-
-    def add(self, amount: float) -> None:
-        with self._lock:
-            self._value += amount
-
-    def value(self) -> float:
-        return self._value
 
     def render(self) -> list[str]:
         return [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} gauge", f"{self.name} {_fmt(self._value)}"]
@@ -106,10 +96,6 @@ class Histogram(_Metric):
             for i, upper in enumerate(self.buckets):
                 if value <= upper:
                     self._counts[i] += 1
-
-    @property
-    def count(self) -> int:
-        return self._count
 
     def render(self) -> list[str]:
         with self._lock:
