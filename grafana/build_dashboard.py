@@ -119,6 +119,21 @@ ROWS: list[tuple[str, list[Panel]]] = [
                 [(f"llm:server_batch_size{{{SERVER}}}", "{{server}}")],
                 "Requests being generated together (1 at most for naive FastAPI).",
             ),
+            Panel(
+                "Time to first token (server, vLLM)",
+                "s",
+                [
+                    (f"llm:server_ttft_seconds:p50{{{SERVER}}}", "{{server}} p50"),
+                    (f"llm:server_ttft_seconds:p95{{{SERVER}}}", "{{server}} p95"),
+                ],
+                "vLLM's own TTFT histogram. TGI and fastapi-llama export none: see the client's TTFT above.",
+            ),
+            Panel(
+                "KV cache usage (vLLM)",
+                "percentunit",
+                [(f"llm:server_kv_cache_usage:ratio{{{SERVER}}}", "{{server}}")],
+                "Share of vLLM's KV-cache blocks in use; near 1, new requests wait or are preempted.",
+            ),
         ],
     ),
     (

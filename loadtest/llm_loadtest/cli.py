@@ -66,6 +66,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sweep.add_argument("--warmup", type=int, default=2, help="unrecorded requests per target and cap first")
     sweep.add_argument("--request-timeout", type=_duration, default=300.0, help="per request (default 300s)")
+    sweep.add_argument(
+        "--reconnect-wait",
+        type=_duration,
+        default=60.0,
+        help="after a step with connection errors, wait this long for the target to answer again (default 60s)",
+    )
+    sweep.add_argument(
+        "--retry-pause",
+        type=_duration,
+        default=0.5,
+        help="a user's pause after a refused connection or a 429/503 (default 500ms)",
+    )
     sweep.add_argument("--prompts", default="default", help="default, same (the article's setup) or a file")
     sweep.add_argument("--processes", type=int, default=1, help="Locust processes generating the load")
     sweep.add_argument("--model", default=None, help="model name for openai targets")
@@ -112,6 +124,8 @@ def main(argv: list[str] | None = None) -> None:
         requests_per_user=args.requests_per_user,
         warmup_requests=args.warmup,
         request_timeout_s=args.request_timeout,
+        reconnect_wait_s=args.reconnect_wait,
+        retry_pause_s=args.retry_pause,
         prompts=args.prompts,
         processes=args.processes,
         model=args.model,
@@ -122,12 +136,18 @@ def main(argv: list[str] | None = None) -> None:
     try:
         run_sweep(cfg)
     except SweepError as exc:
+        if (args.out / "requests.jsonl").exists() and not args.no_report:
+            _report(args.out)  # what finished before the stop
         sys.exit(f"llm-loadtest sweep: {exc}")
     if not args.no_report:
-        from llm_loadtest.report import write_report
-
-        print(f"report: {write_report(args.out)}")
+        _report(args.out)
     print(f"results: {args.out}")
+
+
+def _report(out: Path) -> None:
+    from llm_loadtest.report import write_report
+
+    print(f"report: {write_report(out)}")
 
 
 if __name__ == "__main__":

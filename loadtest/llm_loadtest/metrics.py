@@ -9,7 +9,8 @@ Locust's rounded ones).
 - Output tok/s (aggregate): output tokens of the requests that finished OK in the step ÷ the step's wall time.
 - Output tok/s per user: the mean over OK requests of output_tokens / e2e (what one user sees).
 - Requests/s: requests that finished (any status) ÷ wall time.
-- Error rate by status: requests of each status ÷ all requests.
+- Error rate: requests that failed (any status but ok and cancelled) ÷ all requests but cancelled ones.
+  `cancelled` marks requests the load tester itself stopped (a step's hard stop, Ctrl-C): counted, not blamed.
 - Goodput: OK requests meeting the SLO (TTFT ≤ slo_ttft_s and ITL ≤ slo_itl_s) ÷ wall time.
 - Achieved concurrency: the sum of e2e of all requests ÷ wall time (Little's law); peak concurrency: the most
   requests in flight at one moment. A peak below the users asked for, or (when users sent several requests each)
@@ -116,7 +117,7 @@ def summarize(
         e2e_p95_s=percentile(e2e, 95),
         e2e_p99_s=percentile(e2e, 99),
         errors={s: statuses.get(s, 0) for s in STATUSES if s != Status.OK},
-        error_rate=(len(records) - len(ok)) / len(records) if records else 0.0,
+        error_rate=error_rate(records),
         goodput=sum(1 for r in ok if slo.met_by(r)) / wall,
         token_mismatches=sum(1 for r in records if r.token_mismatch),
         achieved_concurrency=concurrency,
@@ -125,6 +126,11 @@ def summarize(
     )
     flag_loadgen(summary)
     return summary
+
+
+def error_rate(records: Sequence[RequestRecord]) -> float:
+    judged = [r for r in records if r.status != Status.CANCELLED]
+    return sum(1 for r in judged if not r.ok) / len(judged) if judged else 0.0
 
 
 def peak_in_flight(records: Sequence[RequestRecord]) -> int:

@@ -7,7 +7,7 @@ Fields of `requests.jsonl` (one JSON object per line, written as each request fi
 | `request_id` | sent as the `x-request-id` header |
 | `target`, `api` | the target's name and dialect (`tgi` or `openai`) |
 | `users`, `max_new_tokens` | the step this request belongs to (concurrency, token cap) |
-| `status` | `ok`, `http_error`, `stream_error`, `timeout` or `connection_error` |
+| `status` | `ok`, `http_error`, `stream_error`, `timeout`, `connection_error`, `cancelled` (by the load tester) |
 | `start` | epoch seconds when the request was sent |
 | `ttft_s` | seconds from sending to the first token event (null without one) |
 | `e2e_s` | seconds from sending to the end of the response (or the failure) |
@@ -35,6 +35,7 @@ class Status(StrEnum):
     STREAM_ERROR = "stream_error"
     TIMEOUT = "timeout"
     CONNECTION_ERROR = "connection_error"
+    CANCELLED = "cancelled"
 
 
 @dataclass

@@ -55,6 +55,7 @@ def build(directory: Path) -> Report:
         )
         if prior and not prior.get("complete", True):
             s.complete = False
+            s.notes += [n for n in prior.get("notes", []) if n not in s.notes]
         if not prior:
             s.complete = False
             s.notes.append("no summary was saved for this step (the sweep stopped during it)")
@@ -180,13 +181,14 @@ def render_markdown(report: Report, charts: Sequence[str]) -> str:
     for s in sorted(report.summaries, key=lambda s: (s.target, s.max_new_tokens, s.users)):
         flags = []
         if s.loadgen_bottleneck:
-            flags.append("**limited**: " + "; ".join(s.notes))
+            flags.append("**limited**")
         elif s.loadgen_cpu is not None:
             flags.append(f"{s.loadgen_cpu:.0%} CPU")
         if not s.complete:
             flags.append("**incomplete step**")
         if s.token_mismatches:
             flags.append(f"{s.token_mismatches} token-count mismatches")
+        flags += s.notes
         out.append(
             f"| {s.target} | {s.max_new_tokens} | {s.users} | {s.requests} | {s.ok} | {s.output_tok_s:.1f} | "
             f"{_fmt(s.tok_s_per_user, digits=1)} | {_fmt(s.ttft_p50_s)} | {_fmt(s.ttft_p95_s)} | "

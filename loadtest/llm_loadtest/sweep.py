@@ -49,6 +49,7 @@ SUMMARY_FIELDS = [
     "stream_error",
     "timeout",
     "connection_error",
+    "cancelled",
     "error_rate",
     "goodput",
     "token_mismatches",
@@ -71,6 +72,8 @@ class SweepConfig:
     requests_per_user: int | None = None  # each user sends this many, then the step ends (one wave: 1)
     warmup_requests: int = 2
     request_timeout_s: float = 300.0
+    reconnect_wait_s: float = 60.0  # after connection errors: how long the target may take to come back
+    retry_pause_s: float = 0.5
     prompts: str = "default"
     processes: int = 1
     model: str | None = None
@@ -110,6 +113,19 @@ def warm_up(cfg: SweepConfig, target: Target, max_new_tokens: int) -> None:
         conn.close()
 
 
+def wait_for_target(cfg: SweepConfig, target: Target, max_new_tokens: int) -> bool:
+    """True once the target answers a request again, False if it stays away for `reconnect_wait_s`."""
+    deadline = time.monotonic() + cfg.reconnect_wait_s
+    while True:
+        try:
+            warm_up(cfg, target, max_new_tokens)
+            return True
+        except SweepError:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(1.0)
+
+
 def locust_command(cfg: SweepConfig, target: Target, users: int, max_new_tokens: int) -> list[str]:
     cmd = [
         sys.executable,
@@ -135,6 +151,8 @@ def locust_command(cfg: SweepConfig, target: Target, users: int, max_new_tokens:
         cfg.prompts,
         "--request-timeout",
         str(cfg.request_timeout_s),
+        "--retry-pause",
+        str(cfg.retry_pause_s),
         "--records-file",
         str(cfg.out / "requests.jsonl"),
         # Drain: users finish the request in flight when the step ends.
@@ -257,9 +275,18 @@ def run_sweep(cfg: SweepConfig, progress: Callable[[str], None] = print) -> list
                         raise SweepError(f"locust failed (exit {code}): {_last_line(cfg.out / 'locust.log')}")
                     summary.complete = False
                     summary.notes.append(f"locust exited with {code} (see locust.log)")
+                lost = summary.errors.get("connection_error", 0)
+                if lost:
+                    summary.complete = False
+                    summary.notes.append(f"{lost} connection errors: the target refused or dropped connections")
                 summaries.append(summary)
                 write_summaries(cfg.out, summaries)
                 progress(progress_line(n, total, summary))
+                if lost and not wait_for_target(cfg, target, max_new_tokens):
+                    raise SweepError(
+                        f"target {target.name} went away during the step at {users} users and did not answer "
+                        f"within {cfg.reconnect_wait_s:g}s; {n} steps and their records are in {cfg.out}"
+                    )
     return summaries
 
 

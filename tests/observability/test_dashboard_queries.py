@@ -1,5 +1,6 @@
 """Every dashboard query returns data from a real Prometheus scraping a real fastapi-llama, a real Locust master
-under a short load, and a dcgm-exporter fixture served on loopback. Rules are checked and unit-tested by promtool."""
+under a short load, and a dcgm-exporter fixture served on loopback (the vLLM-only series: test_vllm_target.py).
+Rules are checked and unit-tested by promtool."""
 
 from __future__ import annotations
 
@@ -18,9 +19,9 @@ from llm_loadtest.client import Target
 from llm_loadtest.local import prometheus_config
 from tests.conftest import require_binary
 from tests.support.loadgen import LOCUSTFILE
+from tests.support.prometheus import DASHBOARD, VLLM_ONLY, dashboard_queries, prometheus, query
 from tests.support.servers import REPO, VENV_BIN, fastapi_llama, free_port, stop
 
-DASHBOARD = REPO / "grafana" / "dashboards" / "llm-serving.json"
 DCGM_FIXTURE = REPO / "tests" / "data" / "dcgm-exporter-metrics.txt"
 
 
@@ -33,11 +34,6 @@ def test_promtool_checks_config_and_rules():
     ):
         run = subprocess.run([promtool, *args], capture_output=True, text=True, timeout=60)
         assert run.returncode == 0, run.stdout + run.stderr
-
-
-def dashboard_queries() -> list[tuple[str, str]]:
-    panels = json.loads(DASHBOARD.read_text())["panels"]
-    return [(p["title"], t["expr"]) for p in panels if p["type"] != "row" for t in p["targets"]]
 
 
 class _Fixture(http.server.BaseHTTPRequestHandler):
@@ -56,13 +52,13 @@ class _Fixture(http.server.BaseHTTPRequestHandler):
 @pytest.fixture(scope="module")
 def stack(tiny_model, server_tmp) -> Iterator[str]:
     """fastapi-llama + Locust (web UI, autostarted, light load) + dcgm fixture, scraped by Prometheus every 1 s."""
-    prometheus = require_binary("prometheus")
+    prometheus_binary = require_binary("prometheus")
     dcgm = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Fixture)
     threading.Thread(target=dcgm.serve_forever, daemon=True).start()
     work = server_tmp / "observability"
     work.mkdir(exist_ok=True)
     with fastapi_llama(server_tmp, "--max-concurrent-requests", "4") as server:
-        web_port, prom_port = free_port(), free_port()
+        web_port = free_port()
         locust = subprocess.Popen(
             [
                 str(VENV_BIN / "locust"),
@@ -95,38 +91,22 @@ def stack(tiny_model, server_tmp) -> Iterator[str]:
         config["scrape_configs"].append(
             {"job_name": "dcgm", "static_configs": [{"targets": [f"127.0.0.1:{dcgm.server_address[1]}"]}]}
         )
-        (work / "prometheus.yml").write_text(json.dumps(config))
-        prom = subprocess.Popen(
-            [
-                prometheus,
-                f"--config.file={work / 'prometheus.yml'}",
-                f"--storage.tsdb.path={work / 'tsdb'}",
-                f"--web.listen-address=127.0.0.1:{prom_port}",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
         try:
-            # Bad input and more users than the server admits: failures and 429s for the error panels.
-            httpx.post(f"{server.url}/generate", json={"inputs": ""})
-            time.sleep(25)  # rates over [1m] need a few scrapes; rules evaluate every second
-            yield f"http://127.0.0.1:{prom_port}"
+            with prometheus(prometheus_binary, config, work) as prom:
+                # Bad input and more users than the server admits: failures and 429s for the error panels.
+                httpx.post(f"{server.url}/generate", json={"inputs": ""})
+                time.sleep(25)  # rates over [1m] need a few scrapes; rules evaluate every second
+                yield prom
         finally:
-            stop(prom)
             stop(locust)
             dcgm.shutdown()
 
 
-def query(prom: str, expr: str) -> list[dict]:
-    expr = expr.replace("$target", ".*").replace("$server", ".*")
-    body = httpx.get(f"{prom}/api/v1/query", params={"query": expr}, timeout=10).json()
-    assert body["status"] == "success", body
-    return body["data"]["result"]
+QUERIES = [(title, expr) for title, expr in dashboard_queries() if not any(v in expr for v in VLLM_ONLY)]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("title", "expr"), dashboard_queries(), ids=[f"{t}: {e[:40]}" for t, e in dashboard_queries()])
+@pytest.mark.parametrize(("title", "expr"), QUERIES, ids=[f"{t}: {e[:40]}" for t, e in QUERIES])
 def test_every_dashboard_query_returns_data(stack, title, expr):
     deadline = time.monotonic() + 30
     while not (result := query(stack, expr)) and time.monotonic() < deadline:

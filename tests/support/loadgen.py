@@ -16,11 +16,15 @@ from tests.support.servers import REPO, VENV_BIN, free_port, stop
 LOCUSTFILE = REPO / "loadtest" / "locustfile.py"
 
 
-@contextmanager
-def synthetic_server(
-    ttft_ms: float = 50, gap_ms: float = 10, tokens: int = 64, behavior: str = "ok", log: Path | None = None
-) -> Iterator[str]:
-    port = free_port()
+def start_synthetic_server(
+    port: int,
+    ttft_ms: float = 50,
+    gap_ms: float = 10,
+    tokens: int = 64,
+    behavior: str = "ok",
+    log: Path | None = None,
+) -> subprocess.Popen:
+    """Start the synthetic server on `port` and wait until it answers (a fault test may kill and restart it)."""
     cmd = [
         sys.executable,
         "-m",
@@ -39,15 +43,23 @@ def synthetic_server(
     if log is not None:
         cmd += ["--log", str(log)]
     proc = subprocess.Popen(cmd, cwd=REPO, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
+    for _ in range(100):
+        try:
+            httpx.get(f"http://127.0.0.1:{port}/health", timeout=1)
+            break
+        except httpx.HTTPError:
+            time.sleep(0.05)
+    return proc
+
+
+@contextmanager
+def synthetic_server(
+    ttft_ms: float = 50, gap_ms: float = 10, tokens: int = 64, behavior: str = "ok", log: Path | None = None
+) -> Iterator[str]:
+    port = free_port()
+    proc = start_synthetic_server(port, ttft_ms, gap_ms, tokens, behavior, log)
     try:
-        for _ in range(100):
-            try:
-                httpx.get(f"{url}/health", timeout=1)
-                break
-            except httpx.HTTPError:
-                time.sleep(0.05)
-        yield url
+        yield f"http://127.0.0.1:{port}"
     finally:
         stop(proc)
 

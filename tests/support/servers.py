@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 
-from llm_loadtest.local import free_port
+from llm_loadtest.local import VLLM_ENV, free_port, vllm_command
 
 REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
@@ -34,13 +34,13 @@ class RunningServer:
         return self.log_path.read_text(errors="replace")
 
 
-def wait_healthy(url: str, process: subprocess.Popen, timeout: float, log_path: Path) -> None:
+def wait_healthy(url: str, process: subprocess.Popen, timeout: float, log_path: Path, path: str = "/health") -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"server exited with {process.returncode}:\n{log_path.read_text()[-3000:]}")
         try:
-            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+            if httpx.get(f"{url}{path}", timeout=1).status_code == 200:
                 return
         except httpx.HTTPError:
             pass
@@ -74,9 +74,37 @@ def fastapi_llama(tmp_dir: Path, *extra_args: str, timeout: float = 60) -> Itera
         stop(process)
 
 
-def stop(process: subprocess.Popen, timeout: float = 10) -> None:
+def vllm_python() -> Path:
+    # absolute(), not resolve(): the venv's python is a symlink, and resolving it leaves the venv.
+    return Path(os.environ.get("VLLM_PYTHON", REPO / ".cache/vllm-venv/bin/python")).absolute()
+
+
+@contextmanager
+def vllm_server(tmp_dir: Path, timeout: float = 300) -> Iterator[RunningServer]:
+    """vLLM's CPU build on the tiny model, started as local mode starts it (40-60 s here)."""
+    port = free_port()
+    log_path = tmp_dir / f"vllm-{port}.log"
+    env = {**os.environ, **VLLM_ENV}
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            vllm_command(str(tiny_model_path()), port, 64, vllm_python()),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_healthy(url, process, timeout, log_path)
+        yield RunningServer(url, process, log_path)
+    finally:
+        stop(process, timeout=30)
+
+
+def stop(process: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 10) -> None:
+    """Stop a process started in its own session, with its children."""
     if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
+        os.killpg(process.pid, sig)
         try:
             process.wait(timeout)
         except subprocess.TimeoutExpired:

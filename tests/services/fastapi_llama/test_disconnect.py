@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import threading
 import time
 
 import httpx
@@ -18,8 +20,9 @@ def server(tiny_model, server_tmp):
         yield server
 
 
-def _open_and_leave(url: str, body: dict, read_events: int) -> None:
-    with httpx.Client(timeout=30) as client, client.stream("POST", f"{url}/generate_stream", json=body) as r:
+def _open_and_leave(url: str, body: dict, read_events: int, read_timeout: float = 30) -> None:
+    timeout = httpx.Timeout(30, read=read_timeout)
+    with httpx.Client(timeout=timeout) as client, client.stream("POST", f"{url}/generate_stream", json=body) as r:
         seen = 0
         for line in r.iter_lines():
             if line.startswith("data:"):
@@ -71,3 +74,40 @@ def test_queued_request_whose_client_left_is_skipped(server):
     assert value(after, "tgi_batch_current_size") == 0
     generated = value(after, "tgi_request_generated_tokens_sum") - value(before, "tgi_request_generated_tokens_sum")
     assert generated == 200, "the request abandoned in the queue must not be generated"
+
+
+@pytest.fixture(scope="module", params=["naive", "static", "continuous"])
+def any_mode(request, tiny_model, server_tmp):
+    args = ["--batching", request.param, "--max-concurrent-requests", "16"]
+    if request.param != "naive":
+        args += ["--max-batch-size", "4"]
+    with fastapi_llama(server_tmp, *args) as server:
+        yield server
+
+
+def _leave_early(url: str, i: int) -> None:
+    body = {"inputs": f"Client {i} leaves", "parameters": {"max_new_tokens": 1000}}
+    with contextlib.suppress(httpx.ReadTimeout):  # still queued when it gave up: it leaves all the same
+        _open_and_leave(url, body, read_events=2, read_timeout=1.0)
+
+
+def test_many_clients_leaving_free_every_slot(any_mode):
+    """Eight clients leave mid-stream or while queued: the queue and batch gauges return to zero and the
+    server serves the next request at once."""
+    url = any_mode.url
+    threads = [threading.Thread(target=_leave_early, args=(url, i)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 5:
+        samples, _ = scrape(url)
+        if value(samples, "tgi_queue_size") == 0 and value(samples, "tgi_batch_current_size") == 0:
+            break
+        time.sleep(0.05)
+    samples, _ = scrape(url)
+    assert value(samples, "tgi_queue_size") == 0 and value(samples, "tgi_batch_current_size") == 0
+    t1 = time.monotonic()
+    r = httpx.post(f"{url}/generate", json={"inputs": "Next", "parameters": {"max_new_tokens": 4}}, timeout=30)
+    assert r.status_code == 200 and time.monotonic() - t1 < 3

@@ -1,0 +1,153 @@
+"""Faults a real benchmark run meets: the server dies mid-sweep (and may come back), the load tester is killed,
+the server stalls, the load tester stops its own users. Nothing that finished is lost; nothing hangs."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from collections import Counter
+from pathlib import Path
+
+from llm_loadtest.records import read_records
+from tests.support.loadgen import run_locust, start_synthetic_server, synthetic_server
+from tests.support.servers import VENV_BIN, free_port, stop
+
+
+def start_sweep(out: Path, url: str, *args: str) -> subprocess.Popen:
+    cmd = [str(VENV_BIN / "llm-loadtest"), "sweep", "--target", f"s={url}", "--out", str(out), "--warmup", "1", *args]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
+def wait_for_records(path: Path, at_least: int, timeout: float = 30) -> None:
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        if path.exists() and len(path.read_text().splitlines()) >= at_least:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"fewer than {at_least} records in {path} after {timeout}s")
+
+
+def summaries(out: Path) -> dict[int, dict]:
+    return {s["users"]: s for s in json.loads((out / "summary.json").read_text())}
+
+
+def every_line_parses(path: Path) -> int:
+    lines = path.read_text().splitlines()
+    for line in lines:
+        json.loads(line)
+    return len(lines)
+
+
+def test_server_killed_mid_sweep_then_back(tmp_path):
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    server = start_synthetic_server(port, ttft_ms=20, gap_ms=5, tokens=32)
+    sweep = start_sweep(tmp_path, url, "--users", "2,3", "--duration", "5s", "--reconnect-wait", "30s")
+    try:
+        wait_for_records(tmp_path / "requests.jsonl", 5)
+        stop(server, signal.SIGKILL)
+        time.sleep(1.5)
+        server = start_synthetic_server(port, ttft_ms=20, gap_ms=5, tokens=32)
+        stdout, stderr = sweep.communicate(timeout=120)
+    finally:
+        stop(sweep)
+        stop(server)
+    assert sweep.returncode == 0, stdout + stderr
+    steps = summaries(tmp_path)
+    hit, after = steps[2], steps[3]
+    assert not hit["complete"] and hit["errors"]["connection_error"] >= 1
+    assert any("connection errors" in n for n in hit["notes"])
+    assert hit["ok"] >= 5, "records finished before the kill are kept"
+    # Refused connections are retried after a pause, not in a tight loop: at most ~2 per user-second.
+    assert hit["errors"]["connection_error"] <= 2 * 2 * 3
+    assert after["complete"] and after["ok"] > 0 and after["errors"]["connection_error"] == 0
+    assert every_line_parses(tmp_path / "requests.jsonl") == hit["requests"] + after["requests"]
+    assert "incomplete step" in (tmp_path / "report.md").read_text()
+
+
+def test_server_killed_for_good_stops_the_sweep_with_one_line(tmp_path):
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    server = start_synthetic_server(port, ttft_ms=20, gap_ms=5, tokens=32)
+    sweep = start_sweep(tmp_path, url, "--users", "2,3", "--duration", "4s", "--reconnect-wait", "2s")
+    try:
+        wait_for_records(tmp_path / "requests.jsonl", 5)
+        stop(server, signal.SIGKILL)
+        stdout, stderr = sweep.communicate(timeout=120)
+    finally:
+        stop(sweep)
+        stop(server)
+    assert sweep.returncode != 0
+    assert stderr.strip().count("\n") == 0 and "Traceback" not in stderr, stderr
+    assert "went away" in stderr and "did not answer within 2s" in stderr
+    steps = summaries(tmp_path)
+    assert list(steps) == [2] and not steps[2]["complete"] and steps[2]["ok"] >= 5
+    assert "report:" in stdout and (tmp_path / "report.md").exists(), "what finished is still reported"
+
+
+def test_load_tester_killed_mid_step_leaves_valid_records(tmp_path):
+    with synthetic_server(ttft_ms=20, gap_ms=5, tokens=32) as url:
+        sweep = start_sweep(tmp_path, url, "--users", "4,8", "--duration", "30s")
+        try:
+            wait_for_records(tmp_path / "requests.jsonl", 20)
+            os.killpg(sweep.pid, signal.SIGKILL)  # the sweep and its Locust, no chance to clean up
+            sweep.wait(10)
+        finally:
+            stop(sweep)
+    records, bad = read_records(tmp_path / "requests.jsonl")
+    assert bad == 0 and every_line_parses(tmp_path / "requests.jsonl") == len(records) >= 20
+    report = subprocess.run(
+        [str(VENV_BIN / "llm-loadtest"), "report", str(tmp_path)], capture_output=True, text=True, timeout=120
+    )
+    assert report.returncode == 0, report.stderr
+    text = (tmp_path / "report.md").read_text()
+    assert f"({len(records)} requests)" in text
+    assert "no summary was saved for this step" in text
+
+
+def test_stalled_server_times_out_at_the_request_timeout(tmp_path):
+    with synthetic_server(ttft_ms=20, gap_ms=5, tokens=32, behavior="stall") as url:
+        t0 = time.monotonic()
+        sweep = start_sweep(tmp_path, url, "--users", "3", "--duration", "2s", "--request-timeout", "1s")
+        try:
+            stdout, stderr = sweep.communicate(timeout=60)
+        finally:
+            stop(sweep)
+        wall = time.monotonic() - t0
+    assert sweep.returncode == 0, stdout + stderr
+    records, _ = read_records(tmp_path / "requests.jsonl")
+    assert records and {r.status for r in records} == {"timeout"}
+    assert all(1.0 <= r.e2e_s < 1.5 for r in records), [r.e2e_s for r in records]
+    assert all(r.output_tokens == 1 for r in records), "the token sent before the stall is still counted"
+    assert wall < 30, f"a stalled server held the sweep for {wall:.0f}s"
+
+
+def test_requests_cut_by_the_load_testers_own_stop_are_recorded_as_cancelled(tmp_path):
+    records_path = tmp_path / "requests.jsonl"
+    with synthetic_server(ttft_ms=20, gap_ms=5, tokens=32, behavior="stall") as url:
+        # Users stop after 2 s and get 1 s to finish their request; a 60 s timeout cannot fire first.
+        run = run_locust(
+            url,
+            records_path,
+            "-u",
+            "3",
+            "-r",
+            "100",
+            "-t",
+            "2s",
+            "--stop-timeout",
+            "1s",
+            "--request-timeout",
+            "60",
+            timeout=60,
+        )
+    assert run.returncode in (0, 1), run.stderr[-2000:]
+    records, bad = read_records(records_path)
+    assert bad == 0
+    assert Counter(r.status for r in records) == {"cancelled": 3}
+    assert all(1.5 <= r.e2e_s < 10 and r.output_tokens == 1 for r in records), [
+        (r.e2e_s, r.output_tokens) for r in records
+    ]
