@@ -78,4 +78,7 @@ def install_error_handlers(app: FastAPI) -> None:
             _count_rejected(request)
             return ValidationFailed(f"Input validation error: {exc.detail}").response()
         error_type = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http")
-        return JSONResponse({"error": str(exc.detail), "error_type": error_type}, status_code=exc.status_code)
+        # exc.headers carries Allow on a 405 (RFC 9110).
+        return JSONResponse(
+            {"error": str(exc.detail), "error_type": error_type}, status_code=exc.status_code, headers=exc.headers
+        )

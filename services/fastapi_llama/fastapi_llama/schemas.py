@@ -55,8 +55,13 @@ class GenerateParameters(_Strict):
         return refused
 
 
+# Documented in the schema (TGI's own leaves it out, yet refuses empty inputs); checked by the validators below,
+# which give TGI's message rather than a regex's.
+NOT_BLANK = {"minLength": 1, "pattern": r"\S"}
+
+
 class GenerateRequest(_Strict):
-    inputs: str
+    inputs: Annotated[str, Field(json_schema_extra=NOT_BLANK)]
     parameters: GenerateParameters = GenerateParameters()
 
     @field_validator("inputs")
@@ -76,7 +81,10 @@ class StreamOptions(_Strict):
 
 
 class CompletionRequest(_Strict):
-    prompt: str | Annotated[list[str], Field(min_length=1, max_length=1)]
+    prompt: (
+        Annotated[str, Field(json_schema_extra=NOT_BLANK)]
+        | Annotated[list[Annotated[str, Field(json_schema_extra=NOT_BLANK)]], Field(min_length=1, max_length=1)]
+    )
     model: str | None = None
     max_tokens: Annotated[int, Field(ge=1)] | None = None
     temperature: Annotated[float, Field(ge=0, le=2)] | None = None
@@ -104,3 +112,40 @@ class CompletionRequest(_Strict):
         if self.suffix:
             refused.append("suffix")
         return refused
+
+
+class ErrorResponse(BaseModel):
+    """TGI's error body."""
+
+    error: str
+    error_type: str
+
+
+# The refusals every generation route may answer with, as TGI documents them (400 becomes 422, as TGI does).
+ERROR_RESPONSES: dict[int | str, dict] = {
+    413: {"description": "Request body too large", "model": ErrorResponse},
+    422: {"description": "Input validation error", "model": ErrorResponse},
+    424: {"description": "Generation error", "model": ErrorResponse},
+    429: {"description": "Model is overloaded", "model": ErrorResponse},
+}
+# One server-sent event: its `data` is a JSON document (StreamResponse, an OpenAI chunk, or ErrorResponse).
+EVENT_STREAM = {
+    "text/event-stream": {
+        "schema": {
+            "type": "object",
+            "properties": {"data": {"type": "string", "contentMediaType": "application/json"}},
+            "required": ["data"],
+        }
+    }
+}
+_ERROR_JSON = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}}
+# /generate_stream answers events, yet its refusals are JSON: said explicitly, the route's media type being events.
+STREAM_RESPONSES: dict[int | str, dict] = {
+    200: {"description": "Tokens as server-sent events", "content": EVENT_STREAM},
+    **{status: {"description": r["description"], "content": _ERROR_JSON} for status, r in ERROR_RESPONSES.items()},
+}
+# Routes that answer JSON, or events when the body asks for `stream`.
+JSON_OR_EVENTS_RESPONSES = {
+    **ERROR_RESPONSES,
+    200: {"description": "The answer, or its tokens as server-sent events", "content": EVENT_STREAM},
+}

@@ -6,9 +6,17 @@ import json
 import math
 from typing import Any
 
+from fastapi.responses import StreamingResponse
+
 from fastapi_llama.engine.base import FinishEvent, TokenEvent
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+class EventStreamResponse(StreamingResponse):
+    """What a streaming route answers with, so that its OpenAPI document says text/event-stream."""
+
+    media_type = "text/event-stream"
 
 
 def event(payload: Any) -> bytes:

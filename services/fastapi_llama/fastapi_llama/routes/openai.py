@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from fastapi_llama.engine.base import FinishEvent, FinishReason, TokenEvent
 from fastapi_llama.errors import ServiceError, ValidationFailed
 from fastapi_llama.routes.common import ClientDisconnected, RequestId, ServiceDep, collect, error_stream
-from fastapi_llama.schemas import CompletionRequest, GenerateParameters
+from fastapi_llama.schemas import JSON_OR_EVENTS_RESPONSES, CompletionRequest, GenerateParameters
 from fastapi_llama.service import Prepared, Service
 from fastapi_llama.sse import SSE_HEADERS, event
 
@@ -59,7 +59,11 @@ def _usage(prepared: Prepared, done: FinishEvent) -> dict[str, int]:
     }
 
 
-@router.post("/v1/completions", summary="Complete a prompt (OpenAI dialect)")
+@router.post(
+    "/v1/completions",
+    summary="Complete a prompt (OpenAI dialect)",
+    responses=JSON_OR_EVENTS_RESPONSES,
+)
 async def completions(body: CompletionRequest, request: Request, service: ServiceDep, x_request_id: RequestId = None):
     params = _parameters(body)
     prepared = service.prepare(body.prompt_text(), params, x_request_id)

@@ -9,14 +9,23 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from fastapi_llama import __version__
 from fastapi_llama.routes.common import ServiceDep
+from fastapi_llama.schemas import ErrorResponse
 
 router = APIRouter()
 
 
-@router.get("/health", summary="Health check: 200 once the model is loaded and its engine is running")
+@router.get(
+    "/health",
+    summary="Health check: 200 once the model is loaded and its engine is running",
+    response_class=Response,
+    responses={
+        200: {"description": "Everything is working fine", "content": None},
+        503: {"description": "The engine is down", "model": ErrorResponse},
+    },
+)
 async def health(service: ServiceDep) -> Response:
-    if not service.engine.healthy():
-        return JSONResponse({"error": "engine stopped", "error_type": "unhealthy"}, status_code=503)
+    if not service.engine.healthy():  # TGI's body for a failed health check
+        return JSONResponse({"error": "unhealthy", "error_type": "healthcheck"}, status_code=503)
     return Response(status_code=200)
 
 

@@ -11,9 +11,15 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from fastapi_llama.engine.base import FinishEvent, TokenEvent
 from fastapi_llama.errors import ServiceError
 from fastapi_llama.routes.common import ClientDisconnected, RequestId, ServiceDep, collect, error_stream
-from fastapi_llama.schemas import CompatGenerateRequest, GenerateRequest
+from fastapi_llama.schemas import (
+    ERROR_RESPONSES,
+    JSON_OR_EVENTS_RESPONSES,
+    STREAM_RESPONSES,
+    CompatGenerateRequest,
+    GenerateRequest,
+)
 from fastapi_llama.service import Prepared, Service
-from fastapi_llama.sse import SSE_HEADERS, event, stream_details, token_json
+from fastapi_llama.sse import SSE_HEADERS, EventStreamResponse, event, stream_details, token_json
 
 router = APIRouter()
 
@@ -88,17 +94,26 @@ def _final_fields(prepared: Prepared, done: FinishEvent, body: GenerateRequest) 
     }
 
 
-@router.post("/generate", summary="Generate tokens")
+@router.post("/generate", summary="Generate tokens", responses=ERROR_RESPONSES)
 async def generate(body: GenerateRequest, request: Request, service: ServiceDep, x_request_id: RequestId = None):
     return await generate_once(service, body, request, x_request_id)
 
 
-@router.post("/generate_stream", summary="Generate a stream of tokens using Server-Sent Events")
+@router.post(
+    "/generate_stream",
+    summary="Generate a stream of tokens using Server-Sent Events",
+    response_class=EventStreamResponse,
+    responses=STREAM_RESPONSES,
+)
 async def generate_stream(body: GenerateRequest, service: ServiceDep, x_request_id: RequestId = None):
     return await stream_events(service, body, x_request_id)
 
 
-@router.post("/", summary="Generate tokens if `stream == false` or a stream of tokens if `stream == true`")
+@router.post(
+    "/",
+    summary="Generate tokens if `stream == false` or a stream of tokens if `stream == true`",
+    responses=JSON_OR_EVENTS_RESPONSES,
+)
 async def compat_generate(
     body: CompatGenerateRequest, request: Request, service: ServiceDep, x_request_id: RequestId = None
 ):
