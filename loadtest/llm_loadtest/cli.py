@@ -76,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--retry-pause",
         type=_duration,
         default=0.5,
-        help="a user's pause after a refused connection or a 429/503 (default 500ms)",
+        help="a user's first pause after a refused request, doubling up to 8s (default 500ms)",
     )
     sweep.add_argument("--prompts", default="default", help="default, same (the article's setup) or a file")
     sweep.add_argument("--processes", type=int, default=1, help="Locust processes generating the load")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import random
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -22,12 +23,12 @@ from locust.runners import MasterRunner, WorkerRunner
 from llm_loadtest.client import RequestSpec, Target, stream_request
 from llm_loadtest.dialects import DIALECTS
 from llm_loadtest.http import Connection
-from llm_loadtest.records import RecordWriter, RequestRecord, Status
+from llm_loadtest.records import RecordWriter, RequestRecord
 
 log = logging.getLogger(__name__)
 RECORD_MESSAGE = "llm_record"
 STATE_KEY = "llm_loadtest"
-RETRY_LATER = (429, 503)
+MAX_RETRY_PAUSE_S = 8.0
 
 
 def add_arguments(parser: Any) -> None:
@@ -64,7 +65,8 @@ def add_arguments(parser: Any) -> None:
         type=float,
         default=0.5,
         env_var="LOCUST_RETRY_PAUSE",
-        help="Seconds a user waits after a refused connection or a 429/503 before its next request",
+        help="Seconds a user waits after a refused request (connection refused, 429/503, an error event before "
+        "the first token), doubling with each refusal in a row up to 8 s",
     )
     parser.add_argument("--model", default="", env_var="LOCUST_MODEL", help="Model name sent by the openai dialect")
     parser.add_argument(
@@ -114,13 +116,17 @@ class LLMUser(User):
     """Sends one streamed request after another (a closed loop: N users = N concurrent requests, as the article)."""
 
     abstract = True
-    pause_next = False
+    refusals_in_a_row = 0
 
     def wait_time(self) -> float:
-        # A refused connection or an overloaded answer comes back in microseconds; retried in a tight loop it
-        # would write thousands of identical errors a second and starve the server of CPU. A success or a
-        # real generation error goes on at once, keeping N requests in flight.
-        return _options(self.environment).retry_pause if self.pause_next else 0.0
+        # A refused request comes back in microseconds; retried in a tight loop it would write thousands of
+        # identical errors a second and starve the server of the CPU it generates with. Users back off as
+        # OpenAI's and most SDK clients do: the pause doubles with each refusal in a row, up to 8 s, with jitter
+        # so that refused users do not return in waves. Any other outcome is followed by the next request at once.
+        if not self.refusals_in_a_row:
+            return 0.0
+        pause = min(_options(self.environment).retry_pause * 2 ** (self.refusals_in_a_row - 1), MAX_RETRY_PAUSE_S)
+        return pause * random.uniform(0.75, 1.0)
 
     def on_start(self) -> None:
         from llm_loadtest.prompts import load_prompts
@@ -150,7 +156,7 @@ class LLMUser(User):
         )
         record = stream_request(self.connection, target, spec, on_cancel=self._finish)
         self._finish(record)
-        self.pause_next = record.status == Status.CONNECTION_ERROR or record.http_status in RETRY_LATER
+        self.refusals_in_a_row = self.refusals_in_a_row + 1 if record.refused else 0
 
     def _finish(self, record: RequestRecord) -> None:
         report_to_locust(self.environment, record)

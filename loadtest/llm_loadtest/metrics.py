@@ -72,6 +72,7 @@ class StepSummary:
     peak_concurrency: int
     loadgen_cpu: float | None = None
     loadgen_bottleneck: bool = False
+    refused: int = 0  # turned away before any token (users pause after each: fewer requests in flight)
     complete: bool = True
     notes: list[str] = field(default_factory=list)
 
@@ -123,6 +124,7 @@ def summarize(
         achieved_concurrency=concurrency,
         peak_concurrency=peak_in_flight(records),
         loadgen_cpu=loadgen_cpu,
+        refused=sum(1 for r in records if r.refused),
     )
     flag_loadgen(summary)
     return summary
@@ -150,6 +152,9 @@ def flag_loadgen(s: StepSummary, cpu_limit: float = 0.9, concurrency_floor: floa
         s.loadgen_bottleneck = True
         s.notes.append(f"load generator CPU at {s.loadgen_cpu:.0%} of a core per process")
     if not (s.users and s.requests):
+        return
+    if s.refused:  # users that were turned away pause before retrying: the server, not the generator, set the level
+        s.notes.append(f"{s.refused} requests refused before their first token")
         return
     floor = concurrency_floor * s.users
     if s.peak_concurrency < floor or (s.requests > s.users and s.achieved_concurrency < floor):

@@ -62,6 +62,16 @@ class RequestRecord:
         return self.status == Status.OK
 
     @property
+    def refused(self) -> bool:
+        """Turned away before any token: a refused connection, a 429/503, or an error event before the first token
+        (TGI's way of refusing a stream when overloaded)."""
+        return (
+            self.status == Status.CONNECTION_ERROR
+            or self.http_status in (429, 503)
+            or (self.status == Status.STREAM_ERROR and self.output_tokens == 0)
+        )
+
+    @property
     def token_mismatch(self) -> bool:
         """The stream and the server disagree on the number of generated tokens."""
         return self.server_tokens is not None and self.server_tokens != self.output_tokens

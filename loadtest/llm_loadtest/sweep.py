@@ -50,6 +50,7 @@ SUMMARY_FIELDS = [
     "timeout",
     "connection_error",
     "cancelled",
+    "refused",
     "error_rate",
     "goodput",
     "token_mismatches",

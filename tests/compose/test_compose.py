@@ -93,6 +93,23 @@ def test_the_articles_gpu_layout():
     assert s["fastapi_llama"]["environment"]["MODEL_ID"] == "meta-llama/Llama-2-13b-chat-hf"
 
 
+def test_vllm_is_a_full_target():
+    """Same model as the others, its own GPU, OpenAI port published on loopback, health-checked, scraped."""
+    s = resolved()["services"]
+    vllm = s["vllm"]
+    assert vllm["profiles"] == ["vllm"] and re.fullmatch(r"vllm/vllm-openai:v\d+\.\d+\.\d+", vllm["image"])
+    assert "--model=meta-llama/Llama-2-13b-chat-hf" in vllm["command"]
+    gpus = {g for name in ("fastapi_llama", "tgi") for g in _devices(s[name])[0]["device_ids"]}
+    assert _devices(vllm)[0]["device_ids"] == ["3"] and "3" not in gpus
+    assert vllm["ports"] == ["127.0.0.1:8001:8000"] and "/health" in " ".join(vllm["healthcheck"]["test"])
+    jobs = yaml.safe_load((REPO / "prometheus/prometheus.yml").read_text())["scrape_configs"]
+    vllm_job = next(j for j in jobs if j["job_name"] == "vllm")
+    assert vllm_job["static_configs"][0] == {"targets": ["vllm:8000"], "labels": {"server": "vllm"}}
+    # The Locust master can be pointed at it.
+    master = resolved({"LOCUST_HOST": "http://vllm:8000", "LOCUST_API": "openai"})["services"]["locust_master"]
+    assert "--host=http://vllm:8000" in master["command"] and "--api=openai" in master["command"]
+
+
 def test_official_tgi_image_is_pinned():
     for name in ("tgi", "tgi_cpu"):
         image = raw()["services"][name]["image"]

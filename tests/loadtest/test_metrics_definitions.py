@@ -40,7 +40,7 @@ def test_throughput_latency_and_errors():
     assert s.tok_s_per_user == pytest.approx((10 / 1.0 + 20 / 2.0) / 2)
     assert s.ttft_p50_s == pytest.approx(0.3)
     assert s.itl_p50_s == pytest.approx(((0.9 / 9) + (1.5 / 19)) / 2)
-    assert s.errors == {"http_error": 0, "stream_error": 1, "timeout": 1, "connection_error": 0}
+    assert s.errors == {"http_error": 0, "stream_error": 1, "timeout": 1, "connection_error": 0, "cancelled": 0}
     assert s.error_rate == pytest.approx(0.5)
     assert s.requests_per_s == pytest.approx(2.0)
     assert s.achieved_concurrency == pytest.approx(4.5 / 2.0)
@@ -70,3 +70,20 @@ def test_load_generator_bottleneck_is_flagged():
     assert s.peak_concurrency == 4 and not s.loadgen_bottleneck
     fine = summarize([rec(e2e=1.0)] * 2, target="t", api="tgi", users=2, max_new_tokens=16, wall_s=1.0, loadgen_cpu=0.3)
     assert not fine.loadgen_bottleneck
+
+
+def test_cancelled_requests_are_counted_not_blamed():
+    records = [rec(), rec(status="timeout", tokens=3, server=None), rec(status="cancelled", tokens=0, server=None)]
+    s = summarize(records, target="t", api="tgi", users=3, max_new_tokens=16, wall_s=1.0)
+    assert s.requests == 3 and s.errors["cancelled"] == 1
+    assert s.error_rate == pytest.approx(0.5)  # the timeout, out of the two the server answered
+
+
+def test_refusals_are_not_taken_for_a_slow_load_generator():
+    """Users turned away pause before retrying, so fewer requests are in flight than users: the server's doing."""
+    refused = rec(status="stream_error", e2e=0.001, tokens=0, server=None)
+    s = summarize([rec(e2e=1.0)] * 4 + [refused] * 50, target="t", api="tgi", users=64, max_new_tokens=16, wall_s=1.0)
+    assert s.refused == 50 and not s.loadgen_bottleneck
+    assert "50 requests refused before their first token" in s.notes
+    late = rec(status="stream_error", e2e=0.5, tokens=3, server=None)  # an error after tokens is not a refusal
+    assert summarize([late], target="t", api="tgi", users=1, max_new_tokens=16, wall_s=1.0).refused == 0

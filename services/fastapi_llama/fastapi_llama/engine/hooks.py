@@ -12,7 +12,8 @@ from fastapi_llama.engine.base import RequestStream
 
 
 class LogprobRecorder(LogitsProcessor):
-    """Keeps the log-probabilities of the distribution the next token is drawn from (runs last)."""
+    """Keeps the log-probabilities of each step (transformers runs custom processors before its sampling warpers,
+    so these are the model's own distribution, after the repetition penalty)."""
 
     def __init__(self) -> None:
         self.last: torch.Tensor | None = None

@@ -1,0 +1,44 @@
+"""`make up` checks before it starts anything: no Grafana admin password, no stack."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+
+from tests.support.servers import REPO
+
+PREFLIGHT = REPO / "services" / "preflight.py"
+
+
+def preflight(cwd, **env: str) -> subprocess.CompletedProcess:
+    base = {k: v for k, v in os.environ.items() if k != "GRAFANA_ADMIN_PASSWORD"}
+    return subprocess.run(
+        [sys.executable, str(PREFLIGHT)],
+        cwd=cwd,
+        env={**base, "PROFILES": "cpu", **env},
+        capture_output=True,
+        text=True,
+    )
+
+
+def test_no_grafana_password_refuses(tmp_path):
+    run = preflight(tmp_path)
+    assert run.returncode == 1
+    assert "make up: GRAFANA_ADMIN_PASSWORD is not set" in run.stderr and "Traceback" not in run.stderr
+
+
+def test_well_known_password_refuses(tmp_path):
+    (tmp_path / ".env").write_text("GRAFANA_ADMIN_PASSWORD=admin\n")
+    assert "well-known default" in preflight(tmp_path).stderr
+
+
+def test_a_real_password_passes_that_check(tmp_path):
+    (tmp_path / ".env").write_text("GRAFANA_ADMIN_PASSWORD=s3cret-horse-battery\n")
+    assert "GRAFANA_ADMIN_PASSWORD" not in preflight(tmp_path).stderr
+
+
+def test_make_up_runs_the_preflight_before_compose():
+    recipe = re.search(r"^up:.*\n((?:\t.*\n)+)", (REPO / "Makefile").read_text(), re.M).group(1).splitlines()
+    assert "preflight.py" in recipe[0] and "up -d" in recipe[1]
