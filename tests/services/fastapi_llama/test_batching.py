@@ -158,7 +158,13 @@ def test_overload_still_answers_429(batched):
     threads = [threading.Thread(target=stream, args=(f"{batched.url}/generate_stream", body)) for _ in range(8)]
     for t in threads:
         t.start()
-    time.sleep(0.3)
+    # Until the 8 are admitted (queued or generating): a fixed sleep raced the threads on a loaded machine.
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        samples, _ = scrape(batched.url)
+        if value(samples, "tgi_queue_size") + value(samples, "tgi_batch_current_size") >= 8:
+            break
+        time.sleep(0.01)
     r = httpx.post(f"{batched.url}/generate", json={"inputs": "Extra", "parameters": {"max_new_tokens": 2}})
     for t in threads:
         t.join(120)
