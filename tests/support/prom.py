@@ -7,6 +7,8 @@ counters have no suffix), so samples are read with a plain line parser and types
 from __future__ import annotations
 
 import re
+import time
+from collections.abc import Callable
 
 import httpx
 
@@ -37,3 +39,18 @@ def scrape(url: str) -> tuple[Samples, dict[str, str]]:
 
 def value(samples: Samples, name: str, **labels: str) -> float:
     return samples.get((name, frozenset(labels.items())), 0.0)
+
+
+def scrape_until(url: str, condition: Callable[[Samples], bool], timeout: float = 10) -> Samples:
+    """Scrape every 10 ms until `condition` holds; the last samples either way (the caller asserts on them)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        samples, _ = scrape(url)
+        if condition(samples) or time.monotonic() >= deadline:
+            return samples
+        time.sleep(0.01)
+
+
+def in_flight(samples: Samples) -> float:
+    """Requests the server holds: queued or generating."""
+    return value(samples, "tgi_queue_size") + value(samples, "tgi_batch_current_size")

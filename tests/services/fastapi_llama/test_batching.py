@@ -10,7 +10,7 @@ import time
 import httpx
 import pytest
 
-from tests.support.prom import scrape, value
+from tests.support.prom import in_flight, scrape, scrape_until, value
 from tests.support.servers import fastapi_llama
 from tests.support.sse import stream
 
@@ -158,13 +158,8 @@ def test_overload_still_answers_429(batched):
     threads = [threading.Thread(target=stream, args=(f"{batched.url}/generate_stream", body)) for _ in range(8)]
     for t in threads:
         t.start()
-    # Until the 8 are admitted (queued or generating): a fixed sleep raced the threads on a loaded machine.
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        samples, _ = scrape(batched.url)
-        if value(samples, "tgi_queue_size") + value(samples, "tgi_batch_current_size") >= 8:
-            break
-        time.sleep(0.01)
+    # Until the 8 are admitted: a fixed sleep raced the threads on a loaded machine.
+    scrape_until(batched.url, lambda samples: in_flight(samples) >= 8)
     r = httpx.post(f"{batched.url}/generate", json={"inputs": "Extra", "parameters": {"max_new_tokens": 2}})
     for t in threads:
         t.join(120)

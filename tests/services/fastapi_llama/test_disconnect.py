@@ -10,7 +10,7 @@ import time
 import httpx
 import pytest
 
-from tests.support.prom import scrape, value
+from tests.support.prom import in_flight, scrape, scrape_until, value
 from tests.support.servers import fastapi_llama
 
 
@@ -38,11 +38,7 @@ def test_disconnect_frees_the_model(server):
     # 1,500 tokens take ~10 s here; the client leaves after 3.
     _open_and_leave(url, {"inputs": "Never mind", "parameters": {"max_new_tokens": 1500}}, read_events=3)
     t0 = time.monotonic()
-    while time.monotonic() - t0 < 5:
-        samples, _ = scrape(url)
-        if value(samples, "tgi_batch_current_size") == 0:
-            break
-        time.sleep(0.02)
+    scrape_until(url, lambda samples: value(samples, "tgi_batch_current_size") == 0, timeout=5)
     freed_after = time.monotonic() - t0
     assert freed_after < 2, f"the abandoned generation held the model for {freed_after:.1f}s"
     r = httpx.post(f"{url}/generate", json={"inputs": "Next", "parameters": {"max_new_tokens": 4}}, timeout=30)
@@ -69,8 +65,7 @@ def test_queued_request_whose_client_left_is_skipped(server):
         _queued.close()
         for _ in lines:
             pass
-    time.sleep(0.3)
-    after, _ = scrape(url)
+    after = scrape_until(url, lambda samples: value(samples, "tgi_batch_current_size") == 0, timeout=5)
     assert value(after, "tgi_batch_current_size") == 0
     generated = value(after, "tgi_request_generated_tokens_sum") - value(before, "tgi_request_generated_tokens_sum")
     assert generated == 200, "the request abandoned in the queue must not be generated"
@@ -100,13 +95,7 @@ def test_many_clients_leaving_free_every_slot(any_mode):
         t.start()
     for t in threads:
         t.join(30)
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < 5:
-        samples, _ = scrape(url)
-        if value(samples, "tgi_queue_size") == 0 and value(samples, "tgi_batch_current_size") == 0:
-            break
-        time.sleep(0.05)
-    samples, _ = scrape(url)
+    samples = scrape_until(url, lambda samples: in_flight(samples) == 0, timeout=5)
     assert value(samples, "tgi_queue_size") == 0 and value(samples, "tgi_batch_current_size") == 0
     t1 = time.monotonic()
     r = httpx.post(f"{url}/generate", json={"inputs": "Next", "parameters": {"max_new_tokens": 4}}, timeout=30)

@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from tests.support.openapi import named, validate
-from tests.support.prom import scrape, value
+from tests.support.prom import in_flight, scrape, scrape_until, value
 from tests.support.servers import fastapi_llama
 from tests.support.sse import stream
 
@@ -30,12 +30,7 @@ def _fill(url: str, started: threading.Event) -> list[threading.Thread]:
 
 
 def _wait_full(url: str) -> None:
-    for _ in range(200):
-        samples, _ = scrape(url)
-        if value(samples, "tgi_queue_size") + value(samples, "tgi_batch_current_size") >= LIMIT:
-            return
-        threading.Event().wait(0.02)
-    raise AssertionError("the server never held the load")
+    assert in_flight(scrape_until(url, lambda samples: in_flight(samples) >= LIMIT)) >= LIMIT, "never held the load"
 
 
 def test_overload_answers_429_and_stream_error_event(small_server):
