@@ -4,6 +4,7 @@ import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
@@ -12,14 +13,18 @@ from tests.support.servers import RunningServer, fastapi_llama, tiny_model_path
 REQUIRE_BINARIES = os.environ.get("LLMKIT_REQUIRE_SYSTEM_BINARIES") == "1"
 
 
+def missing(message: str) -> NoReturn:
+    """Something a test needs is not installed: skip, or fail where CI demands it (LLMKIT_REQUIRE_SYSTEM_BINARIES)."""
+    if REQUIRE_BINARIES:
+        pytest.fail(message)
+    pytest.skip(message)
+
+
 def require_binary(name: str) -> str:
-    """The path of a system binary; skips without it, or fails where CI demands it (LLMKIT_REQUIRE_SYSTEM_BINARIES)."""
+    """The path of a system binary, or `missing`."""
     path = shutil.which(name)
     if path is None:
-        message = f"needs the system binary `{name}` (make system-deps)"
-        if REQUIRE_BINARIES:
-            pytest.fail(message)
-        pytest.skip(message)
+        missing(f"needs the system binary `{name}` (make system-deps)")
     return path
 
 

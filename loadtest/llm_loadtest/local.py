@@ -84,7 +84,9 @@ def wait_ready(url: str, proc: subprocess.Popen, name: str, log: Path, timeout: 
     raise RuntimeError(f"{name} not ready at {url} after {timeout:.0f}s (see {log})")
 
 
-def fastapi_llama_command(engine: str, model: str, port: int, max_users: int) -> list[str]:
+def fastapi_llama_command(
+    engine: str, model: str, port: int, max_concurrent_requests: int, max_batch_size: int
+) -> list[str]:
     return [
         str(Path(sys.executable).parent / "fastapi-llama"),
         "--model-id",
@@ -96,9 +98,9 @@ def fastapi_llama_command(engine: str, model: str, port: int, max_users: int) ->
         "--batching",
         engine,
         "--max-concurrent-requests",
-        str(max(128, max_users * 2)),
+        str(max_concurrent_requests),
         "--max-batch-size",
-        str(max(64, max_users)),
+        str(max_batch_size),
     ]
 
 
@@ -145,7 +147,8 @@ def start_engines(stack: Stack, engines: list[str], model: str, max_users: int) 
             print(f"  starting vLLM (CPU build) on {url}", flush=True)
         else:
             name, api = f"fastapi-llama-{engine}", "tgi"
-            cmd = fastapi_llama_command(engine, model, port, max_users)
+            # Limits that admit every user of the sweep at once: the sweep measures batching, not refusals.
+            cmd = fastapi_llama_command(engine, model, port, max(128, max_users * 2), max(64, max_users))
             proc = stack.start(name, cmd, env={"HF_HUB_OFFLINE": "1"})
             print(f"  starting fastapi-llama --batching {engine} on {url}", flush=True)
         started.append((engine, name, api, url, proc))

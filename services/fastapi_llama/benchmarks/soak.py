@@ -129,9 +129,7 @@ def settle(url: str, seconds: float = 30) -> int:
 def soak_mode(stack: Stack, args: argparse.Namespace, mode: str, out: Path) -> SoakResult:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    cmd = fastapi_llama_command(mode, args.model_id, port, args.users)
-    cmd[cmd.index("--max-concurrent-requests") + 1] = str(args.max_concurrent_requests)
-    cmd[cmd.index("--max-batch-size") + 1] = str(args.max_batch_size)
+    cmd = fastapi_llama_command(mode, args.model_id, port, args.max_concurrent_requests, args.max_batch_size)
     proc = stack.start(f"fastapi-llama-{mode}", cmd, env={"HF_HUB_OFFLINE": "1"})
     wait_ready(f"{url}/health", proc, f"fastapi-llama ({mode})", stack.logs / f"fastapi-llama-{mode}.log")
     fresh_request(url)  # warm-up: the first request pays for lazy set-up
