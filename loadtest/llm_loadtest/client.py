@@ -112,7 +112,10 @@ def stream_request(
                 if parsed.error is not None:
                     conn.close()
                     return record(Status.STREAM_ERROR, parsed.error)
-                arrivals.extend([now] * parsed.tokens)
+                count = parsed.tokens
+                if parsed.running_tokens is not None:  # tokens merged into one chunk arrive together
+                    count = max(parsed.running_tokens - len(arrivals), 0)
+                arrivals.extend([now] * count)
                 if parsed.server_tokens is not None:
                     state["server_tokens"] = parsed.server_tokens
                 if parsed.finish_reason is not None:

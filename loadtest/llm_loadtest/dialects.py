@@ -14,7 +14,8 @@ class Parsed:
     tokens: int = 0  # token events in it (0 or 1)
     done: bool = False
     finish_reason: str | None = None
-    server_tokens: int | None = None
+    server_tokens: int | None = None  # the server's count of generated tokens, so far or in all
+    running_tokens: int | None = None  # on a token chunk: the server's count of tokens generated up to it
     error: str | None = None
 
 
@@ -56,7 +57,9 @@ class OpenAI:
             "prompt": prompt,
             "max_tokens": max_new_tokens,
             "stream": True,
-            "stream_options": {"include_usage": True},
+            # continuous_usage_stats (vLLM, fastapi-llama) puts the running token count on every chunk:
+            # vLLM merges several tokens into one chunk when its API server falls behind the engine.
+            "stream_options": {"include_usage": True, "continuous_usage_stats": True},
             "temperature": 0,
         }
         if model:
@@ -72,14 +75,15 @@ class OpenAI:
             return Parsed(error=err.get("message", str(err)) if isinstance(err, dict) else str(err))
         parsed = Parsed()
         choices = event.get("choices") or []
-        if choices:
-            # TGI and vLLM send one chunk per generated token (its text may be empty: a special token, or bytes of a
-            # character still incomplete). A server that merges tokens shows up as a count mismatch with `usage`.
-            parsed.tokens = 1
-            parsed.finish_reason = choices[0].get("finish_reason") or None
         usage = event.get("usage")
         if usage:
             parsed.server_tokens = usage.get("completion_tokens")
+        if choices:
+            # Without a running count, one chunk is one token (TGI sends one per token, even when its text is
+            # empty); a server that merges tokens without the count then shows up as a mismatch with `usage`.
+            parsed.tokens = 1
+            parsed.finish_reason = choices[0].get("finish_reason") or None
+            parsed.running_tokens = parsed.server_tokens
         return parsed
 
 

@@ -4,8 +4,10 @@ Locust's rounded ones).
 - TTFT (time to first token): from sending the request to the arrival of the first token event.
 - ITL (inter-token latency) of a request: the mean gap after the first token, (e2e - TTFT) / (n - 1), n ≥ 2.
 - e2e latency: from sending the request to the end of its response.
-- Output tokens: token events counted in the stream. TGI cannot be forced past EOS, so the cap is never assumed;
-  a difference with what the server reports is counted in `token_mismatches`.
+- Output tokens: tokens received in the stream (one per TGI token event; per OpenAI chunk, the growth of the
+  server's running usage count where it sends one, as vLLM merges tokens into a chunk when it lags). TGI cannot be
+  forced past EOS, so the cap is never assumed; a difference with what the server reports at the end is counted in
+  `token_mismatches`.
 - Output tok/s (aggregate): output tokens of the requests that finished OK in the step ÷ the step's wall time.
 - Output tok/s per user: the mean over OK requests of output_tokens / e2e (what one user sees).
 - Requests/s: requests that finished (any status) ÷ wall time.

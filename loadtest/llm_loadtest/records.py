@@ -12,12 +12,16 @@ Fields of `requests.jsonl` (one JSON object per line, written as each request fi
 | `ttft_s` | seconds from sending to the first token event (null without one) |
 | `e2e_s` | seconds from sending to the end of the response (or the failure) |
 | `itl_s` | mean inter-token latency: (e2e - ttft) / (output_tokens - 1); null below 2 tokens |
-| `gaps_s` | every gap between consecutive token events, seconds |
-| `output_tokens` | token events counted in the stream |
+| `gaps_s` | every gap between consecutive tokens as they arrived, seconds (0 between tokens of one chunk) |
+| `output_tokens` | tokens received in the stream (below) |
 | `server_tokens` | tokens the server reported (TGI `details.generated_tokens`, OpenAI `usage.completion_tokens`) |
 | `finish_reason` | as the server reported it |
 | `http_status` | the response's status code (null when none arrived) |
 | `error` | the error message, for any status but `ok` |
+
+Tokens received: one per TGI token event. In the OpenAI dialect, per chunk, the growth of the server's running
+`usage.completion_tokens` where it sends one (vLLM merges several tokens into a chunk when its API server lags
+behind the engine), else one per chunk.
 """
 
 from __future__ import annotations

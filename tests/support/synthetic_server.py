@@ -9,6 +9,10 @@ jitter never accumulates. Behaviours, chosen per server or cycled with `--behavi
   http_429      answer 429 with TGI's error body
   stall         send the headers and one token, then nothing (the client must time out)
   disconnect    send a few tokens, then close the connection mid-stream
+  merge         OpenAI dialect: send tokens three to a chunk, as vLLM does when its API server lags the engine
+  merge_silent  the same, without the running usage count a client asks for with continuous_usage_stats
+
+Asked with `stream_options.continuous_usage_stats`, OpenAI chunks carry the running usage count (as vLLM's do).
 
 Run: python -m tests.support.synthetic_server --port 9000 --ttft-ms 50 --gap-ms 10 --tokens 64
 """
@@ -22,7 +26,8 @@ import json
 import time
 from dataclasses import dataclass
 
-BEHAVIORS = ("ok", "stream_error", "http_429", "stall", "disconnect")
+BEHAVIORS = ("ok", "stream_error", "http_429", "stall", "disconnect", "merge", "merge_silent")
+MERGED = 3  # tokens per chunk when merging
 MIXED_CYCLE = ("ok", "stream_error", "ok", "http_429", "ok", "disconnect", "ok", "stall")
 
 
@@ -32,7 +37,7 @@ class Config:
     gap_s: float = 0.01
     tokens: int = 64
     behavior: str = "ok"
-    log: str | None = None  # JSON lines: request id, epoch times of receipt and of each token sent
+    log: str | None = None  # JSON lines: request id, epoch times of receipt and of each token (merged: when made)
 
 
 def _chunk(data: bytes) -> bytes:
@@ -98,13 +103,22 @@ class SyntheticServer:
             return True
         writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n")
         stop_after = {"stream_error": 3, "disconnect": 3, "stall": 1}.get(behavior, n)
+        per_chunk = MERGED if openai and behavior.startswith("merge") else 1
+        options = body.get("stream_options") or {}
+        running_usage = behavior != "merge_silent" and bool(options.get("continuous_usage_stats"))
         for i in range(min(n, stop_after)):
             delay = t0 + self.config.ttft_s + i * self.config.gap_s - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
             last = i == n - 1
-            writer.write(_openai_event(i, last, n) if openai else _tgi_event(i, last, n))
             sent.append(time.time())
+            if (i + 1) % per_chunk and not last:
+                continue  # held back, sent with the chunk's last token
+            if openai:
+                text = "".join(f" t{k}" for k in range(i + 1 - per_chunk, i + 1) if k >= 0)
+                writer.write(_openai_event(text, last, i + 1 if running_usage else None))
+            else:
+                writer.write(_tgi_event(i, last, n))
             await writer.drain()
         if self._log is not None:
             entry = {"request_id": headers.get("x-request-id"), "received": received, "sent": sent}
@@ -139,18 +153,18 @@ def _tgi_event(i: int, last: bool, n: int) -> bytes:
     return _event(event)
 
 
-def _openai_event(i: int, last: bool, n: int) -> bytes:
-    choice = {"index": 0, "text": f" t{i}", "finish_reason": "length" if last else ""}
-    return _event(
-        {
-            "id": "cmpl-synthetic",
-            "object": "text_completion",
-            "created": 0,
-            "model": "synthetic",
-            "system_fingerprint": "synthetic",
-            "choices": [choice],
-        }
-    )
+def _openai_event(text: str, last: bool, running_tokens: int | None) -> bytes:
+    chunk: dict = {
+        "id": "cmpl-synthetic",
+        "object": "text_completion",
+        "created": 0,
+        "model": "synthetic",
+        "system_fingerprint": "synthetic",
+        "choices": [{"index": 0, "text": text, "finish_reason": "length" if last else ""}],
+    }
+    if running_tokens is not None:
+        chunk["usage"] = {"prompt_tokens": 5, "completion_tokens": running_tokens, "total_tokens": 5 + running_tokens}
+    return _event(chunk)
 
 
 async def serve(host: str, port: int, config: Config) -> None:

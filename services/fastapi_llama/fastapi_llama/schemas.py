@@ -78,6 +78,8 @@ class CompatGenerateRequest(GenerateRequest):
 
 class StreamOptions(_Strict):
     include_usage: bool = False
+    # vLLM's extension, beyond TGI's schema: usage on every chunk, so a client counts tokens exactly.
+    continuous_usage_stats: bool = False
 
 
 class CompletionRequest(_Strict):

@@ -85,6 +85,20 @@ def test_completions_stream_with_usage(naive_server):
     assert usage["completion_tokens"] == 5
 
 
+def test_completions_stream_with_running_usage(naive_server):
+    """vLLM's `continuous_usage_stats`: every token chunk carries the count so far, the last one the total."""
+    options = {"include_usage": True, "continuous_usage_stats": True}
+    body = {"prompt": PROMPT, "max_tokens": 5, "stream": True, "stream_options": options}
+    status, events = stream(f"{naive_server.url}/v1/completions", body)
+    assert status == 200
+    chunks = [ev.data for ev in events[:-1]]
+    assert [c["usage"]["completion_tokens"] for c in chunks if c["choices"]] == [1, 2, 3, 4, 5]
+    assert not chunks[-1]["choices"] and chunks[-1]["usage"]["completion_tokens"] == 5
+    plain = {**body, "stream_options": {"include_usage": True}}
+    _, events = stream(f"{naive_server.url}/v1/completions", plain)
+    assert all("usage" not in ev.data for ev in events[:-1] if ev.data["choices"])
+
+
 def test_models(naive_server):
     r = httpx.get(f"{naive_server.url}/v1/models")
     validate(r.json(), schema_of("/v1/models", "get", "200", "application/json"))

@@ -10,10 +10,10 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from fastapi_llama.engine.base import FinishEvent, FinishReason, TokenEvent
+from fastapi_llama.engine.base import FinishReason, TokenEvent
 from fastapi_llama.errors import ServiceError, ValidationFailed
 from fastapi_llama.routes.common import ClientDisconnected, RequestId, ServiceDep, collect, error_stream
-from fastapi_llama.schemas import JSON_OR_EVENTS_RESPONSES, CompletionRequest, GenerateParameters
+from fastapi_llama.schemas import JSON_OR_EVENTS_RESPONSES, CompletionRequest, GenerateParameters, StreamOptions
 from fastapi_llama.service import Prepared, Service
 from fastapi_llama.sse import SSE_HEADERS, event
 
@@ -51,11 +51,11 @@ def _envelope(service: Service, completion_id: str, created: int) -> dict[str, A
     }
 
 
-def _usage(prepared: Prepared, done: FinishEvent) -> dict[str, int]:
+def _usage(prepared: Prepared, generated_tokens: int) -> dict[str, int]:
     return {
         "prompt_tokens": prepared.input_length,
-        "completion_tokens": done.generated_tokens,
-        "total_tokens": prepared.input_length + done.generated_tokens,
+        "completion_tokens": generated_tokens,
+        "total_tokens": prepared.input_length + generated_tokens,
     }
 
 
@@ -74,9 +74,15 @@ async def completions(body: CompletionRequest, request: Request, service: Servic
             service.admit()
         except ServiceError as exc:
             return error_stream(exc)
-        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        options = body.stream_options or StreamOptions()
         return StreamingResponse(
-            _stream(service, prepared, _envelope(service, completion_id, created), include_usage),
+            _stream(
+                service,
+                prepared,
+                _envelope(service, completion_id, created),
+                options.include_usage,
+                options.include_usage and options.continuous_usage_stats,
+            ),
             media_type="text/event-stream",
             headers={**SSE_HEADERS, "x-request-id": prepared.request.request_id},
         )
@@ -86,28 +92,36 @@ async def completions(body: CompletionRequest, request: Request, service: Servic
     except ClientDisconnected:
         return Response(status_code=499)
     choice = {"index": 0, "text": done.generated_text, "finish_reason": OPENAI_FINISH[done.reason], "logprobs": None}
-    result = {**_envelope(service, completion_id, created), "choices": [choice], "usage": _usage(prepared, done)}
+    usage = _usage(prepared, done.generated_tokens)
+    result = {**_envelope(service, completion_id, created), "choices": [choice], "usage": usage}
     return JSONResponse(result, headers={"x-request-id": prepared.request.request_id})
 
 
 async def _stream(
-    service: Service, prepared: Prepared, envelope: dict[str, Any], include_usage: bool
+    service: Service, prepared: Prepared, envelope: dict[str, Any], include_usage: bool, continuous_usage: bool
 ) -> AsyncIterator[bytes]:
     sent_final = False
+    generated = 0
     try:
         async for ev in service.generate(prepared):
             if isinstance(ev, TokenEvent):
+                generated += 1
                 # TGI leaves finish_reason as "" until the last chunk.
                 reason = OPENAI_FINISH[ev.finish.reason] if ev.finish is not None else ""
                 sent_final = ev.finish is not None
                 text = "" if ev.special else ev.text
-                yield event({**envelope, "choices": [{"index": 0, "text": text, "finish_reason": reason}]})
+                chunk = {**envelope, "choices": [{"index": 0, "text": text, "finish_reason": reason}]}
+                if continuous_usage:
+                    chunk["usage"] = _usage(prepared, generated)
+                yield event(chunk)
                 continue
             if not sent_final:
-                choice = {"index": 0, "text": "", "finish_reason": OPENAI_FINISH[ev.reason]}
-                yield event({**envelope, "choices": [choice]})
+                chunk = {**envelope, "choices": [{"index": 0, "text": "", "finish_reason": OPENAI_FINISH[ev.reason]}]}
+                if continuous_usage:
+                    chunk["usage"] = _usage(prepared, generated)
+                yield event(chunk)
             if include_usage:
-                yield event({**envelope, "choices": [], "usage": _usage(prepared, ev)})
+                yield event({**envelope, "choices": [], "usage": _usage(prepared, ev.generated_tokens)})
         yield b"data: [DONE]\n\n"
     except ServiceError as exc:
         yield event(exc.body())
