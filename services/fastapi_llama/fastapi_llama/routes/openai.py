@@ -76,13 +76,7 @@ async def completions(body: CompletionRequest, request: Request, service: Servic
             return error_stream(exc)
         options = body.stream_options or StreamOptions()
         return StreamingResponse(
-            _stream(
-                service,
-                prepared,
-                _envelope(service, completion_id, created),
-                options.include_usage,
-                options.include_usage and options.continuous_usage_stats,
-            ),
+            _stream(service, prepared, _envelope(service, completion_id, created), options),
             media_type="text/event-stream",
             headers={**SSE_HEADERS, "x-request-id": prepared.request.request_id},
         )
@@ -98,10 +92,17 @@ async def completions(body: CompletionRequest, request: Request, service: Servic
 
 
 async def _stream(
-    service: Service, prepared: Prepared, envelope: dict[str, Any], include_usage: bool, continuous_usage: bool
+    service: Service, prepared: Prepared, envelope: dict[str, Any], options: StreamOptions
 ) -> AsyncIterator[bytes]:
     sent_final = False
     generated = 0
+
+    def choice_chunk(text: str, reason: str) -> bytes:
+        chunk = {**envelope, "choices": [{"index": 0, "text": text, "finish_reason": reason}]}
+        if options.include_usage and options.continuous_usage_stats:
+            chunk["usage"] = _usage(prepared, generated)
+        return event(chunk)
+
     try:
         async for ev in service.generate(prepared):
             if isinstance(ev, TokenEvent):
@@ -109,18 +110,11 @@ async def _stream(
                 # TGI leaves finish_reason as "" until the last chunk.
                 reason = OPENAI_FINISH[ev.finish.reason] if ev.finish is not None else ""
                 sent_final = ev.finish is not None
-                text = "" if ev.special else ev.text
-                chunk = {**envelope, "choices": [{"index": 0, "text": text, "finish_reason": reason}]}
-                if continuous_usage:
-                    chunk["usage"] = _usage(prepared, generated)
-                yield event(chunk)
+                yield choice_chunk("" if ev.special else ev.text, reason)
                 continue
             if not sent_final:
-                chunk = {**envelope, "choices": [{"index": 0, "text": "", "finish_reason": OPENAI_FINISH[ev.reason]}]}
-                if continuous_usage:
-                    chunk["usage"] = _usage(prepared, generated)
-                yield event(chunk)
-            if include_usage:
+                yield choice_chunk("", OPENAI_FINISH[ev.reason])
+            if options.include_usage:
                 yield event({**envelope, "choices": [], "usage": _usage(prepared, ev.generated_tokens)})
         yield b"data: [DONE]\n\n"
     except ServiceError as exc:
