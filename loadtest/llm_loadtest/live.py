@@ -1,4 +1,5 @@
-"""Live figures over a sliding window of recent requests, for the web-UI tab."""
+"""Live figures over a sliding window of recent requests, for the web-UI tab. The figures are metrics.summarize's,
+over the window."""
 
 from __future__ import annotations
 
@@ -6,8 +7,12 @@ import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
 
-from llm_loadtest.metrics import STATUSES, percentile
+from llm_loadtest.metrics import summarize
 from llm_loadtest.records import RequestRecord
+
+
+def _ms(v: float | None) -> str:
+    return f"{v * 1000:.0f}" if v is not None else "-"
 
 
 @dataclass
@@ -35,23 +40,17 @@ class LiveWindow:
             by_target.setdefault(r.target, []).append(r)
         rows = []
         for target, recs in sorted(by_target.items()):
-            ok = [r for r in recs if r.ok]
-            ttft = [r.ttft_s for r in ok if r.ttft_s is not None]
-            itl = [r.itl_s for r in ok if r.itl_s is not None]
-            statuses = Counter(r.status for r in recs)
-
-            def ms(v: float | None) -> str:
-                return f"{v * 1000:.0f}" if v is not None else "-"
-
+            s = summarize(recs, target=target, api=recs[0].api, users=0, max_new_tokens=0, wall_s=self.window_s)
             rows.append(
                 {
                     "target": target,
-                    "tok_s": f"{sum(r.output_tokens for r in ok) / self.window_s:.1f}",
-                    "ttft_p50_ms": ms(percentile(ttft, 50)),
-                    "ttft_p95_ms": ms(percentile(ttft, 95)),
-                    "itl_p50_ms": ms(percentile(itl, 50)),
-                    "itl_p95_ms": ms(percentile(itl, 95)),
-                    **{s: str(statuses.get(s, 0)) for s in STATUSES},
+                    "tok_s": f"{s.output_tok_s:.1f}",
+                    "ttft_p50_ms": _ms(s.ttft_p50_s),
+                    "ttft_p95_ms": _ms(s.ttft_p95_s),
+                    "itl_p50_ms": _ms(s.itl_p50_s),
+                    "itl_p95_ms": _ms(s.itl_p95_s),
+                    "ok": str(s.ok),
+                    **{k: str(v) for k, v in s.errors.items()},
                 }
             )
         return rows

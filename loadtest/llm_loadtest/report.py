@@ -1,90 +1,19 @@
-"""`llm-loadtest report DIR`: report.md and PNG charts, recomputed from requests.jsonl (never from Locust's
-rounded statistics), so the report can be re-rendered at any time without running the load again."""
+"""`llm-loadtest report DIR`: report.md and PNG charts from a results directory's raw files (results.load derives
+every figure; never Locust's rounded statistics), so the report can be re-rendered at any time without running the
+load again."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
-from llm_loadtest.metrics import SLO, STATUSES, StepSummary, summarize
-from llm_loadtest.records import read_records
-from llm_loadtest.sweep import step_records, step_wall
-
-
-@dataclass
-class Report:
-    summaries: list[StepSummary]
-    bad_lines: int
-    slo: SLO
-
-    @property
-    def targets(self) -> list[str]:
-        return list(dict.fromkeys(s.target for s in self.summaries))
-
-    @property
-    def token_caps(self) -> list[int]:
-        return sorted({s.max_new_tokens for s in self.summaries})
-
-    def series(self, target: str, max_new_tokens: int) -> list[StepSummary]:
-        return sorted(
-            (s for s in self.summaries if s.target == target and s.max_new_tokens == max_new_tokens),
-            key=lambda s: s.users,
-        )
-
-
-def build(directory: Path) -> Report:
-    records, bad = read_records(directory / "requests.jsonl")
-    saved = _saved_summaries(directory)
-    slo = _saved_slo(directory)
-    keys = list(dict.fromkeys((r.target, r.api, r.users, r.max_new_tokens) for r in records))
-    summaries = []
-    for target, api, users, max_new_tokens in keys:
-        recs = step_records(records, target, users, max_new_tokens)
-        prior = saved.get((target, users, max_new_tokens), {})
-        s = summarize(
-            recs,
-            target=target,
-            api=api,
-            users=users,
-            max_new_tokens=max_new_tokens,
-            wall_s=step_wall(recs),
-            slo=slo,
-            loadgen_cpu=prior.get("loadgen_cpu"),
-        )
-        if prior and not prior.get("complete", True):
-            s.complete = False
-            s.notes += [n for n in prior.get("notes", []) if n not in s.notes]
-        if not prior:
-            s.complete = False
-            s.notes.append("no summary was saved for this step (the sweep stopped during it)")
-        summaries.append(s)
-    return Report(summaries, bad, slo)
-
-
-def _saved_summaries(directory: Path) -> dict[tuple[str, int, int], dict]:
-    path = directory / "summary.json"
-    if not path.exists():
-        return {}
-    try:
-        return {(s["target"], s["users"], s["max_new_tokens"]): s for s in json.loads(path.read_text())}
-    except (json.JSONDecodeError, KeyError, TypeError):
-        return {}
-
-
-def _saved_slo(directory: Path) -> SLO:
-    try:
-        slo = json.loads((directory / "sweep.json").read_text())["slo"]
-        return SLO(ttft_s=float(slo["ttft_s"]), itl_s=float(slo["itl_s"]))
-    except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError):
-        return SLO()
-
+from llm_loadtest.metrics import STATUSES
+from llm_loadtest.results import Results, load
 
 # Charts: small pure functions (ax, report) -> None.
 
 
-def _lines(ax, report: Report, value, ylabel: str, title: str) -> None:
+def _lines(ax, report: Results, value, ylabel: str, title: str) -> None:
     styles = ["-", "--", ":", "-."]
     for color, target in enumerate(report.targets):
         for i, cap in enumerate(report.token_caps):
@@ -106,19 +35,19 @@ def _lines(ax, report: Report, value, ylabel: str, title: str) -> None:
     ax.legend(fontsize=8)
 
 
-def chart_throughput(ax, report: Report) -> None:
+def chart_throughput(ax, report: Results) -> None:
     _lines(ax, report, lambda s: s.output_tok_s, "output tokens/s (aggregate)", "Throughput vs concurrent requests")
 
 
-def chart_latency(ax, report: Report) -> None:
+def chart_latency(ax, report: Results) -> None:
     _lines(ax, report, lambda s: s.e2e_p50_s, "end-to-end latency p50 (s)", "Latency vs concurrent requests")
 
 
-def chart_ttft(ax, report: Report) -> None:
+def chart_ttft(ax, report: Results) -> None:
     _lines(ax, report, lambda s: s.ttft_p50_s, "TTFT p50 (s)", "Time to first token (p50; p95 in the table)")
 
 
-def chart_itl(ax, report: Report) -> None:
+def chart_itl(ax, report: Results) -> None:
     _lines(
         ax,
         report,
@@ -128,7 +57,7 @@ def chart_itl(ax, report: Report) -> None:
     )
 
 
-def chart_errors(ax, report: Report) -> None:
+def chart_errors(ax, report: Results) -> None:
     _lines(ax, report, lambda s: s.error_rate * 100, "failed requests (%)", "Error rate (by status in the table)")
 
 
@@ -141,7 +70,7 @@ CHARTS = {
 }
 
 
-def render_charts(report: Report, directory: Path) -> list[str]:
+def render_charts(report: Results, directory: Path) -> list[str]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -160,12 +89,19 @@ def _fmt(v: float | None, scale: float = 1.0, digits: int = 3) -> str:
     return "-" if v is None else f"{v * scale:.{digits}f}"
 
 
-def render_markdown(report: Report, charts: Sequence[str]) -> str:
+def render_markdown(report: Results, charts: Sequence[str]) -> str:
     out = ["# LLM serving benchmark report", ""]
     out.append(
         f"Every figure below is computed from `requests.jsonl` ({sum(s.requests for s in report.summaries)} "
         f"requests). SLO for goodput: TTFT ≤ {report.slo.ttft_s:g} s and ITL ≤ {report.slo.itl_s * 1000:g} ms."
     )
+    if report.run is not None:
+        host, versions = report.run.host, report.run.versions
+        out.append(
+            f"\nRun on {host.get('cpu')} ({host.get('cores')} cores), Python {host.get('python')}; "
+            + ", ".join(f"{k} {v}" for k, v in versions.items() if v)
+            + "; settings in `run.json`."
+        )
     if report.bad_lines:
         out.append(f"\n{report.bad_lines} unreadable line(s) in requests.jsonl were skipped (a run killed mid-write).")
     out += ["", *[f"![{name[:-4]}]({name})" for name in charts], ""]
@@ -201,7 +137,7 @@ def render_markdown(report: Report, charts: Sequence[str]) -> str:
     return "\n".join(out) + "\n"
 
 
-def speedup_tables(report: Report) -> list[str]:
+def speedup_tables(report: Results) -> list[str]:
     """B / A per step, for each pair of targets (the first target is A)."""
     targets = report.targets
     if len(targets) < 2:
@@ -239,8 +175,8 @@ def _ratio(b: float | None, a: float | None) -> str:
 
 
 def write_report(directory: Path) -> Path:
-    report = build(directory)
-    if not report.summaries:
+    report = load(directory)
+    if not any(s.requests for s in report.summaries):
         raise ValueError(f"{directory}: no requests in requests.jsonl")
     charts = render_charts(report, directory)
     path = directory / "report.md"

@@ -31,7 +31,7 @@ def wait_for_records(path: Path, at_least: int, timeout: float = 30) -> None:
 
 
 def summaries(out: Path) -> dict[int, dict]:
-    return {s["users"]: s for s in json.loads((out / "summary.json").read_text())}
+    return {s["users"]: s for s in json.loads((out / "summary.json").read_text())["steps"]}
 
 
 def every_line_parses(path: Path) -> int:

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from llm_loadtest.records import read_records
+from llm_loadtest.results import SCHEMA_VERSION
 from tests.support.loadgen import synthetic_server
 from tests.support.servers import VENV_BIN
 
@@ -87,10 +88,41 @@ def test_sweep_writes_records_and_summaries(sweep_dir):
     assert {(r.target, r.api) for r in records} == {("slow", "tgi"), ("fast", "openai")}
     assert {r.output_tokens for r in records if r.max_new_tokens == 16} == {16}  # the cap, counted from streams
     summary = json.loads((out / "summary.json").read_text())
-    assert len(summary) == 8 and set(summary[0]) >= SUMMARY_FIELDS
+    assert summary["schema_version"] == SCHEMA_VERSION
+    assert len(summary["steps"]) == 8 and set(summary["steps"][0]) >= SUMMARY_FIELDS
+    facts = [json.loads(line) for line in (out / "steps.jsonl").read_text().splitlines()]
+    assert [(f["target"], f["max_new_tokens"], f["users"]) for f in facts] == [
+        (t, m, u) for t in ("slow", "fast") for m in (16, 32) for u in (1, 4)
+    ]
+    assert all(f["exit_code"] in (0, 1) and 0 < f["loadgen_cpu"] < 2 for f in facts)
     with open(out / "summary.csv") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 8 and {"timeout", "stream_error", "output_tok_s", "loadgen_cpu"} <= set(rows[0])
+
+
+def test_run_json_keeps_every_setting_the_host_and_versions(sweep_dir):
+    out, _ = sweep_dir
+    run = json.loads((out / "run.json").read_text())
+    assert run["schema_version"] == SCHEMA_VERSION
+    assert run["host"]["cores"] >= 1 and run["host"]["cpu"]
+    assert run["versions"]["locust"] and run["versions"]["llm-loadtest"]
+    settings = run["settings"]
+    assert settings["users"] == [1, 4] and settings["max_new_tokens"] == [16, 32] and settings["duration_s"] == 3
+    assert settings["request_timeout_s"] == 300 and settings["warmup_requests"] == 2
+    assert settings["retry_pause_s"] == 0.5 and settings["slo"] == {"ttft_s": 2.0, "itl_s": 0.1}
+    assert [t["name"] for t in settings["targets"]] == ["slow", "fast"]
+
+
+def test_report_refuses_results_of_another_schema(sweep_dir, tmp_path):
+    out, _ = sweep_dir
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "requests.jsonl").write_text((out / "requests.jsonl").read_text())
+    run = json.loads((out / "run.json").read_text())
+    (old / "run.json").write_text(json.dumps({**run, "schema_version": 1}))
+    refused = cli("report", str(old))
+    assert refused.returncode != 0 and "results schema 1" in refused.stderr and "Traceback" not in refused.stderr
+    assert not (old / "report.md").exists()
 
 
 def test_report_figures_equal_those_from_the_records(sweep_dir):

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import httpx
+from llm_loadtest.processes import LOCUSTFILE, locust_command, wait_ready
+from tests.support.servers import REPO, free_port, stop
 
-from tests.support.servers import REPO, VENV_BIN, free_port, stop
-
-LOCUSTFILE = REPO / "loadtest" / "locustfile.py"
+__all__ = ["LOCUSTFILE", "run_locust", "start_synthetic_server", "synthetic_server"]
 
 
 def start_synthetic_server(
@@ -24,11 +23,12 @@ def start_synthetic_server(
     behavior: str = "ok",
     log: Path | None = None,
 ) -> subprocess.Popen:
-    """Start the synthetic server on `port` and wait until it answers (a fault test may kill and restart it)."""
+    """Start the synthetic server on `port` and wait until it answers (a fault test may kill and restart it);
+    fails with its output if it does not."""
     cmd = [
         sys.executable,
         "-m",
-        "tests.support.synthetic_server",
+        "llm_loadtest.synthetic_server",
         "--port",
         str(port),
         "--ttft-ms",
@@ -42,13 +42,14 @@ def start_synthetic_server(
     ]
     if log is not None:
         cmd += ["--log", str(log)]
-    proc = subprocess.Popen(cmd, cwd=REPO, start_new_session=True)
-    for _ in range(100):
-        try:
-            httpx.get(f"http://127.0.0.1:{port}/health", timeout=1)
-            break
-        except httpx.HTTPError:
-            time.sleep(0.05)
+    out = (log.parent if log else Path(tempfile.gettempdir())) / f"synthetic-{port}.out"
+    with open(out, "ab") as f:
+        proc = subprocess.Popen(cmd, cwd=REPO, stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_ready(f"http://127.0.0.1:{port}/health", proc, "synthetic server", out, timeout=30)
+    except BaseException:
+        stop(proc)
+        raise
     return proc
 
 
@@ -66,17 +67,5 @@ def synthetic_server(
 
 def run_locust(host: str, records: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
     """A headless Locust run, as a user starts it; bounded in time by -t or --max-requests in args."""
-    cmd = [
-        str(VENV_BIN / "locust"),
-        "-f",
-        str(LOCUSTFILE),
-        "--headless",
-        "--host",
-        host,
-        "--records-file",
-        str(records),
-        "--loglevel",
-        "WARNING",
-        *args,
-    ]
+    cmd = locust_command(host, "--loglevel", "WARNING", *args, records_file=records)
     return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout)

@@ -1,27 +1,29 @@
 """Serving benchmark: each batching mode over HTTP against the offline bound of one padded `model.generate`.
 
-For each mode, starts `fastapi-llama --batching MODE` on 127.0.0.1, sends N concurrent streaming requests
-(N = 1, 4, 16, 32, 64 by default; 128 new tokens), and prints one table: aggregate output tok/s (tokens counted from
-the streams ÷ wall time of the step), p50 TTFT, p50 end-to-end latency, ratio to naive at the same N, and the share
-of the offline bound (tok/s of one padded `generate` of N rows with no HTTP, measured in this run). Writes the table
-to results/bench-serving.json. A benchmark, not a test: ratios come from one run on one machine.
+For each mode, starts `fastapi-llama --batching MODE` on 127.0.0.1 (local mode's start-up), runs the load tester's
+sweep against it — N concurrent streaming requests, N = 1, 4, 16, 32, 64 by default, 128 new tokens, one wave per
+step (`--repeats` waves) — and prints one table from the sweep's summaries: aggregate output tok/s (tokens counted
+from the streams ÷ wall time of the step), p50 TTFT, p50 end-to-end latency, ratio to naive at the same N, and the
+share of the offline bound (tok/s of one padded `generate` of N rows with no HTTP, measured in this run). The
+records and summaries are in results/bench-serving/; the table in results/bench-serving.json. A benchmark, not a
+test: ratios come from one run on one machine.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
-import statistics
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import httpx
+from llm_loadtest.local import start_engines
+from llm_loadtest.metrics import StepSummary
+from llm_loadtest.processes import ProcessGroup
+from llm_loadtest.prompts import SAME_PROMPT
+from llm_loadtest.sweep import SweepConfig, run_sweep
 
-from llm_loadtest.local import Stack, start_engines
-
-PROMPT = "Write a short story about a robot who learns to paint."
+PROMPT = SAME_PROMPT
 
 
 @dataclass
@@ -29,53 +31,15 @@ class Row:
     mode: str
     users: int
     tok_s: float
-    ttft_p50_s: float
-    e2e_p50_s: float
+    ttft_p50_s: float | None
+    e2e_p50_s: float | None
     ratio_to_naive: float | None
     share_of_bound: float | None
-    tokens: int
     errors: int
 
-
-@dataclass
-class Outcome:
-    ttft: float
-    e2e: float
-    tokens: int
-    ok: bool
-
-
-async def one_stream(client: httpx.AsyncClient, url: str, max_new_tokens: int) -> Outcome:
-    body = {"inputs": PROMPT, "parameters": {"max_new_tokens": max_new_tokens, "details": False}}
-    t0 = time.perf_counter()
-    ttft = None
-    tokens = 0
-    ok = False
-    buffer = b""
-    async with client.stream("POST", f"{url}/generate_stream", json=body) as r:
-        async for chunk in r.aiter_raw():  # bytes as they arrive, no line buffering
-            buffer += chunk
-            while b"\n\n" in buffer:
-                raw, buffer = buffer.split(b"\n\n", 1)
-                if not raw.startswith(b"data:"):
-                    continue
-                event = json.loads(raw[5:])
-                if "error" in event:
-                    return Outcome(float("nan"), time.perf_counter() - t0, tokens, False)
-                if ttft is None:
-                    ttft = time.perf_counter() - t0
-                tokens += 1
-                ok = ok or event.get("generated_text") is not None
-    return Outcome(ttft if ttft is not None else float("nan"), time.perf_counter() - t0, tokens, ok)
-
-
-async def step(url: str, users: int, max_new_tokens: int) -> tuple[float, list[Outcome]]:
-    limits = httpx.Limits(max_connections=users + 4, max_keepalive_connections=users + 4)
-    async with httpx.AsyncClient(timeout=600, limits=limits) as client:
-        await one_stream(client, url, 4)  # open a connection, touch the server
-        t0 = time.perf_counter()
-        outcomes = await asyncio.gather(*(one_stream(client, url, max_new_tokens) for _ in range(users)))
-        return time.perf_counter() - t0, list(outcomes)
+    @classmethod
+    def of(cls, mode: str, s: StepSummary) -> Row:
+        return cls(mode, s.users, s.output_tok_s, s.ttft_p50_s, s.e2e_p50_s, None, None, s.requests - s.ok)
 
 
 def offline_bound(model_path: str, users_list: list[int], max_new_tokens: int) -> dict[int, float]:
@@ -104,20 +68,8 @@ def offline_bound(model_path: str, users_list: list[int], max_new_tokens: int) -
     return bound
 
 
-def summarize(mode: str, users: int, wall: float, outcomes: list[Outcome]) -> Row:
-    good = [o for o in outcomes if o.ok]
-    tokens = sum(o.tokens for o in good)
-    return Row(
-        mode=mode,
-        users=users,
-        tok_s=tokens / wall,
-        ttft_p50_s=statistics.median(o.ttft for o in good) if good else float("nan"),
-        e2e_p50_s=statistics.median(o.e2e for o in good) if good else float("nan"),
-        ratio_to_naive=None,
-        share_of_bound=None,
-        tokens=tokens,
-        errors=len(outcomes) - len(good),
-    )
+def _s(v: float | None, width: int, digits: int) -> str:
+    return f"{v:>{width - 1}.{digits}f}s" if v is not None else f"{'-':>{width}}"
 
 
 def print_table(rows: list[Row]) -> None:
@@ -130,7 +82,7 @@ def print_table(rows: list[Row]) -> None:
         ratio = f"{r.ratio_to_naive:.2f}" if r.ratio_to_naive is not None else "-"
         share = f"{r.share_of_bound:.0%}" if r.share_of_bound is not None else "-"
         print(
-            f"{r.mode:<11}{r.users:>6}{r.tok_s:>10.0f}{r.ttft_p50_s:>10.3f}s{r.e2e_p50_s:>9.2f}s{ratio:>9}"
+            f"{r.mode:<11}{r.users:>6}{r.tok_s:>10.0f}{_s(r.ttft_p50_s, 11, 3)}{_s(r.e2e_p50_s, 10, 2)}{ratio:>9}"
             f"{share:>10}{r.errors:>5}"
         )
 
@@ -141,35 +93,35 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--modes", default="naive,static,continuous")
     parser.add_argument("--users", default="1,4,16,32,64", help="concurrent streams per step")
     parser.add_argument("--max-new-tokens", type=int, default=128)
-    parser.add_argument("--repeats", type=int, default=1, help="runs per step; the median tok/s run is kept")
+    parser.add_argument("--repeats", type=int, default=1, help="waves per step: each user sends this many requests")
     parser.add_argument("--out", type=Path, default=Path("results/bench-serving.json"))
     args = parser.parse_args(argv)
     modes = args.modes.split(",")
     users_list = [int(u) for u in args.users.split(",")]
-    args.out.parent.mkdir(parents=True, exist_ok=True)
+    work = args.out.with_suffix("")  # results/bench-serving/: records, summaries, server logs
+    work.mkdir(parents=True, exist_ok=True)
 
     print(f"offline bound: one padded generate per batch size ({args.max_new_tokens} new tokens)...", flush=True)
     bound = offline_bound(args.model_id, users_list, args.max_new_tokens)
     rows: list[Row] = []
     for mode in modes:
-        stack = Stack(args.out.parent)  # the same start-up and shutdown as make bench
-        try:
-            url = start_engines(stack, [mode], args.model_id, max(users_list))[0].url
-            for users in users_list:
-                runs = []
-                for _ in range(args.repeats):
-                    wall, outcomes = asyncio.run(step(url, users, args.max_new_tokens))
-                    runs.append(summarize(mode, users, wall, outcomes))
-                row = sorted(runs, key=lambda r: r.tok_s)[len(runs) // 2]
-                row.share_of_bound = row.tok_s / bound[users]
+        with ProcessGroup(work) as group:  # the same start-up and shutdown as make bench; one mode at a time
+            target = start_engines(group, [mode], args.model_id, max(users_list))[0]
+            cfg = SweepConfig(
+                targets=[target],
+                users=users_list,
+                max_new_tokens=[args.max_new_tokens],
+                duration_s=None,
+                requests_per_user=args.repeats,
+                warmup_requests=1,
+                request_timeout_s=600,
+                prompts="same",
+                out=work / mode,
+            )
+            for s in run_sweep(cfg, progress=lambda line: print(f"  {line}", flush=True)):
+                row = Row.of(mode, s)
+                row.share_of_bound = row.tok_s / bound[s.users]
                 rows.append(row)
-                print(
-                    f"  {mode:<11} users={users:<3} {row.tok_s:8.0f} tok/s  TTFT p50 {row.ttft_p50_s:.3f}s  "
-                    f"errors {row.errors}",
-                    flush=True,
-                )
-        finally:
-            stack.stop()
     naive = {r.users: r.tok_s for r in rows if r.mode == "naive"}
     for r in rows:
         r.ratio_to_naive = r.tok_s / naive[r.users] if r.users in naive else None
@@ -178,11 +130,8 @@ def main(argv: list[str] | None = None) -> None:
     print(
         "\noffline bound (one padded generate, no HTTP): " + ", ".join(f"{n}: {b:.0f} tok/s" for n, b in bound.items())
     )
-    records = [
-        {k: v for k, v in asdict(r).items() if k not in ("tokens", "errors")} | {"errors": r.errors} for r in rows
-    ]
-    args.out.write_text(json.dumps(records, indent=2))
-    print(f"written: {args.out}")
+    args.out.write_text(json.dumps([asdict(r) for r in rows], indent=2))
+    print(f"written: {args.out} (records and summaries per mode in {work}/)")
 
 
 if __name__ == "__main__":

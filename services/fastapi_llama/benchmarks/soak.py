@@ -31,7 +31,8 @@ import httpx
 import psutil
 
 from llm_loadtest.client import Target
-from llm_loadtest.local import Stack, fastapi_llama_command, free_port, interruptible, wait_ready
+from llm_loadtest.local import interruptible
+from llm_loadtest.processes import ProcessGroup, fastapi_llama_command, free_port
 from llm_loadtest.records import RequestRecord, read_records
 from llm_loadtest.sweep import SweepConfig, SweepError, run_sweep
 
@@ -126,14 +127,19 @@ def settle(url: str, seconds: float = 30) -> int:
     return last
 
 
-def soak_mode(stack: Stack, args: argparse.Namespace, mode: str, out: Path) -> SoakResult:
+def soak_mode(group: ProcessGroup, args: argparse.Namespace, mode: str, out: Path) -> SoakResult:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    cmd = fastapi_llama_command(mode, args.model_id, port, args.max_concurrent_requests, args.max_batch_size)
-    proc = stack.start(f"fastapi-llama-{mode}", cmd, env={"HF_HUB_OFFLINE": "1"})
-    wait_ready(f"{url}/health", proc, f"fastapi-llama ({mode})", stack.logs / f"fastapi-llama-{mode}.log")
+    limits = (
+        "--max-concurrent-requests",
+        str(args.max_concurrent_requests),
+        "--max-batch-size",
+        str(args.max_batch_size),
+    )
+    cmd = fastapi_llama_command(args.model_id, port, "--batching", mode, *limits)
+    server = group.start_ready(f"fastapi-llama-{mode}", cmd, f"{url}/health", env={"HF_HUB_OFFLINE": "1"})
     fresh_request(url)  # warm-up: the first request pays for lazy set-up
-    sampler = MemorySampler(proc.pid)
+    sampler = MemorySampler(server.proc.pid)
     rss_start = sampler.rss()
     sampler.start()
     before = request_count(url)
@@ -217,16 +223,16 @@ def main() -> None:
     args = p.parse_args()
     out = args.results / datetime.now().strftime("%Y%m%d-%H%M%S")
     out.mkdir(parents=True)
-    stack = Stack(out)
+    group = ProcessGroup(out)
     results: list[SoakResult] = []
     try:
-        with interruptible(stack):
+        with interruptible(group):
             for mode in args.modes.split(","):
-                results.append(soak_mode(stack, args, mode, out))
+                results.append(soak_mode(group, args, mode, out))
                 (out / "soak.json").write_text(
                     json.dumps([{**asdict(r), "passed": r.passed} for r in results], indent=2)
                 )
-                stack.stop()  # one server at a time: each mode gets the machine to itself
+                group.stop()  # one server at a time: each mode gets the machine to itself
     except KeyboardInterrupt:
         print(f"\ninterrupted; finished modes are in {out}/soak.json", file=sys.stderr)
         sys.exit(130)

@@ -14,7 +14,7 @@ jitter never accumulates. Behaviours, chosen per server or cycled with `--behavi
 
 Asked with `stream_options.continuous_usage_stats`, OpenAI chunks carry the running usage count (as vLLM's do).
 
-Run: python -m tests.support.synthetic_server --port 9000 --ttft-ms 50 --gap-ms 10 --tokens 64
+Run: python -m llm_loadtest.synthetic_server --port 9000 --ttft-ms 50 --gap-ms 10 --tokens 64
 """
 
 from __future__ import annotations
