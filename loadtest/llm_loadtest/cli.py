@@ -21,8 +21,8 @@ from llm_loadtest.client import Target
 from llm_loadtest.dialects import DIALECTS
 from llm_loadtest.metrics import SLO
 from llm_loadtest.prompts import PromptError, load_prompts
+from llm_loadtest.sweep import ARTICLE_USERS
 
-ARTICLE_USERS = [1, 5, 10, 25, 50, 100, 200, 300]  # the article's concurrency steps
 LOCAL_USERS = [1, 2, 4, 8, 16, 32]  # what two CPU cores and the tiny model answer in minutes
 TINY_MODEL = ".cache/models/tiny-llama"
 
@@ -127,7 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Load running servers step by step and write a results directory (then report.md).",
     )
     _add_load_flags(sweep, target_required=True)
-    sweep.set_defaults(users=ARTICLE_USERS, max_new_tokens=[128], prompts="default")
+    sweep.set_defaults(users=list(ARTICLE_USERS), max_new_tokens=[128], prompts="default")
     sweep.add_argument("--model", default=None, help="model name sent to openai targets")
     sweep.add_argument("--out", type=Path, required=True, help="results directory (requests.jsonl, summaries)")
     sweep.add_argument("--no-report", action="store_true", help="do not render report.md at the end")
@@ -240,7 +240,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
 
     targets = _targets(args, "bench")
     if args.users is None:
-        args.users = ARTICLE_USERS if targets else LOCAL_USERS
+        args.users = list(ARTICLE_USERS) if targets else LOCAL_USERS
     if args.duration is None and args.requests is None and args.requests_per_user is None:
         if targets:
             args.duration = 60.0  # servers that are already running: the article's sustained load

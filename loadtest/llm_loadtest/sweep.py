@@ -22,7 +22,7 @@ from llm_loadtest.prompts import load_prompts
 from llm_loadtest.records import read_records
 from llm_loadtest.results import Results, RunInfo, StepFacts, append_facts, derive, read_facts, write_summaries
 
-ARTICLE_USERS = (1, 5, 10, 25, 50, 100, 200, 300)
+ARTICLE_USERS = (1, 5, 10, 25, 50, 100, 200, 300)  # the article's concurrency steps
 
 
 @dataclass

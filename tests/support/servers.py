@@ -13,6 +13,7 @@ from pathlib import Path
 from llm_loadtest.processes import (
     VENV_BIN,
     VLLM_ENV,
+    ProcessGroup,
     fastapi_llama_command,
     free_port,
     stop_process,
@@ -51,20 +52,10 @@ def running(
 ) -> Iterator[RunningServer]:
     """Start `cmd` in its own session, logging to `log_path`; yield once `url + ready_path` answers 200 (or fail
     with the log's tail); stop it however the block ends."""
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            cmd,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, **(env or {})},
-            start_new_session=True,
-            cwd=REPO,
-        )
-    try:
-        wait_ready(f"{url}{ready_path}", process, Path(cmd[0]).name, log_path, timeout)
-        yield RunningServer(url, process, log_path)
-    finally:
-        stop_process(process, stop_timeout)
+    with ProcessGroup(log_path.parent, stop_timeout=stop_timeout) as group:
+        server = group.start(log_path.stem, cmd, env, cwd=REPO)
+        wait_ready(f"{url}{ready_path}", server.proc, log_path.stem, server.log, timeout)
+        yield RunningServer(url, server.proc, server.log)
 
 
 @contextmanager

@@ -22,7 +22,8 @@ def small_server(tiny_model, server_tmp):
 
 
 def _fill(url: str, started: threading.Event) -> list[threading.Thread]:
-    body = {"inputs": "Busy", "parameters": {"max_new_tokens": 400}}
+    # Long enough to outlast the three probes below on a loaded machine.
+    body = {"inputs": "Busy", "parameters": {"max_new_tokens": 1500}}
     threads = [threading.Thread(target=stream, args=(f"{url}/generate_stream", body)) for _ in range(LIMIT)]
     for t in threads:
         t.start()
