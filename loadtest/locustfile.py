@@ -2,7 +2,7 @@
 
 Web UI or headless, standalone or distributed (`--master` / `--worker`, or `--processes N`). Custom arguments
 (also in the web UI): --api tgi|openai, --max-new-tokens, --prompts default|same|FILE, --request-timeout, --model,
---target-name. See the README's "Load tester" section for what each figure means.
+--target-name (docs/cli.md lists them all). docs/metrics.md defines each figure.
 """
 
 from llm_loadtest.locust_plugin import LLMUser, install
