@@ -45,6 +45,7 @@ class Connection:
         self._sock: socket.socket | None = None
         self._buf = b""
         self._deadline = float("inf")
+        self._received = 0  # bytes of the current request's answer so far
 
     def close(self) -> None:
         if self._sock is not None:
@@ -75,17 +76,23 @@ class Connection:
             *(f"{k}: {v}" for k, v in headers.items()),
         ]
         message = ("\r\n".join(head) + "\r\n\r\n").encode() + body
-        for attempt in (0, 1):  # a kept-alive connection the server has closed meanwhile: reconnect once
+        for attempt in (0, 1):
             fresh = self._sock is None
             if fresh:
                 self._sock = self._connect()
+            self._received = 0
             try:
                 self._sock.sendall(message)
                 status, resp_headers = self._read_head()
                 break
+            except DeadlineExceeded:
+                self.close()
+                raise
             except (HTTPError, OSError):
                 self.close()
-                if fresh or attempt:
+                # A POST is not idempotent: send it again only when a kept-alive connection turns out to have been
+                # closed by the server before this request (no byte of an answer came), as mature clients do.
+                if fresh or attempt or self._received:
                     raise
         return Response(status, resp_headers, self._body(resp_headers))
 
@@ -101,6 +108,7 @@ class Connection:
             raise DeadlineExceeded("request timeout") from exc
         if not data:
             raise HTTPError("connection closed by the server")
+        self._received += len(data)
         return data
 
     def _read_until(self, marker: bytes) -> bytes:
@@ -143,7 +151,8 @@ class Connection:
             while True:
                 size = int(self._read_until(b"\r\n").split(b";")[0].strip() or b"0", 16)
                 if size == 0:
-                    self._read_until(b"\r\n")  # no trailers are sent by the servers we load
+                    while self._read_until(b"\r\n"):  # trailer fields, up to the empty line
+                        pass
                     break
                 yield from self._stream_exactly(size)
                 self._read_exact(2)

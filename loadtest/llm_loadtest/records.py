@@ -69,10 +69,8 @@ class RequestRecord:
     def refused(self) -> bool:
         """Turned away before any token: a refused connection, a 429/503, or an error event before the first token
         (TGI's way of refusing a stream when overloaded)."""
-        return (
-            self.status == Status.CONNECTION_ERROR
-            or self.http_status in (429, 503)
-            or (self.status == Status.STREAM_ERROR and self.output_tokens == 0)
+        return self.output_tokens == 0 and (
+            self.status in (Status.CONNECTION_ERROR, Status.STREAM_ERROR) or self.http_status in (429, 503)
         )
 
     @property
@@ -115,6 +113,6 @@ def read_records(path: Path) -> tuple[list[RequestRecord], int]:
             continue
         try:
             records.append(RequestRecord.from_dict(json.loads(line)))
-        except (json.JSONDecodeError, TypeError):
+        except (json.JSONDecodeError, TypeError, AttributeError):  # AttributeError: JSON, but not an object
             bad += 1
     return records, bad

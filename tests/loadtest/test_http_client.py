@@ -100,12 +100,6 @@ def test_chunked_body_with_trailers_is_read_whole():
     assert data == b"abc"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="QUESTIONABLE (http.py): after a 0 chunk with trailers only the first trailer line is read; the rest is "
-    "taken for the next response's head, so the next request on the kept-alive connection fails and is sent again "
-    "on a new one (the server sees it twice). http.py notes that the servers it loads send no trailers.",
-)
 def test_keep_alive_after_a_chunked_body_with_trailers():
     response = head(transfer_encoding="chunked") + b"3\r\nabc\r\n0\r\nX-Checksum: 1\r\n\r\n"
     with ScriptedServer(answer(response, ok_response()), answer(ok_response())) as server:
@@ -310,12 +304,6 @@ def test_server_closing_mid_body_is_an_http_error():
         conn.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="QUESTIONABLE (http.py post_stream): DeadlineExceeded is a TimeoutError, hence an OSError, so a deadline "
-    "hit on a kept-alive connection is taken for a stale connection: the client reconnects and sends the POST "
-    "again (already past its deadline) before raising. The server sees the request twice.",
-)
 def test_a_deadline_on_a_kept_alive_connection_does_not_resend_the_request():
     release = threading.Event()
 
@@ -335,12 +323,6 @@ def test_a_deadline_on_a_kept_alive_connection_does_not_resend_the_request():
     assert server.paths() == [(0, "POST", "/a"), (0, "POST", "/b")]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="QUESTIONABLE (http.py post_stream): a kept-alive connection that breaks after the server has started "
-    "answering (part of the head received) is retried like a stale one: the POST is sent again on a new "
-    "connection, so the server runs it twice.",
-)
 def test_a_response_cut_mid_head_on_a_kept_alive_connection_is_not_resent():
     def script(peer: Peer) -> None:
         peer.expect_request()

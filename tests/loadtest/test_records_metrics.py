@@ -84,12 +84,6 @@ def test_read_records_counts_a_line_missing_fields_as_bad(tmp_path):
     assert len(records) == 1 and bad == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AttributeError,
-    reason="QUESTIONABLE, minor (records.read_records): a line that is JSON but not an object (a garbled file) "
-    "raises AttributeError from from_dict instead of being counted as unreadable.",
-)
 def test_read_records_counts_a_line_that_is_not_an_object_as_bad(tmp_path):
     path = tmp_path / "requests.jsonl"
     path.write_text(rec().to_json() + "\n42\n")
@@ -118,12 +112,6 @@ def test_refused(record, refused):
     assert record.refused is refused
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="QUESTIONABLE (records.RequestRecord.refused): any connection_error counts as refused, also a stream "
-    "cut after tokens had come, although the docstring (and the summary's note 'refused before their first "
-    "token') says 'turned away before any token'.",
-)
 def test_a_stream_cut_after_tokens_is_not_a_refusal():
     assert not rec("connection_error", tokens=5).refused
 

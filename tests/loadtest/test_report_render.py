@@ -6,7 +6,8 @@ import pytest
 
 from llm_loadtest.metrics import SLO, StepSummary, summarize
 from llm_loadtest.records import RequestRecord
-from llm_loadtest.report import Report, render_markdown
+from llm_loadtest.report import render_markdown
+from llm_loadtest.results import Results
 
 CHARTS = ["throughput.png", "latency.png"]
 
@@ -44,7 +45,7 @@ def b_step(cap: int, users: int, **kw) -> StepSummary:
 
 
 @pytest.fixture
-def report() -> Report:
+def report() -> Results:
     incomplete = a_step(16, 2)
     incomplete.complete = False
     incomplete.notes.append("no summary was saved for this step (the sweep stopped during it)")
@@ -61,7 +62,7 @@ def report() -> Report:
         b_step(64, 1),
         failed,
     ]
-    return Report(summaries, bad_lines=2, slo=SLO())
+    return Results(summaries, bad_lines=2, slo=SLO())
 
 
 def table(markdown: str, heading: str) -> list[list[str]]:
@@ -141,12 +142,12 @@ def test_speedup_ratios(report):
 def test_speedup_against_a_base_without_throughput_is_a_dash():
     base = step("a", 16, 1, [rec("a", "timeout", ttft=None, tokens=0, server=0)], 1.0)
     other = step("b", 16, 1, [rec("b")], 1.0)
-    md = render_markdown(Report([base, other], bad_lines=0, slo=SLO()), [])
+    md = render_markdown(Results([base, other], bad_lines=0, slo=SLO()), [])
     assert table(md, "### b / a") == [["16", "1", "-", "-", "-"]]
 
 
 def test_one_target_has_no_speedup_section():
-    md = render_markdown(Report([a_step(16, 1), a_step(64, 1)], bad_lines=0, slo=SLO(ttft_s=0.5, itl_s=0.05)), [])
+    md = render_markdown(Results([a_step(16, 1), a_step(64, 1)], bad_lines=0, slo=SLO(ttft_s=0.5, itl_s=0.05)), [])
     assert "Speed-up" not in md
     assert "TTFT ≤ 0.5 s and ITL ≤ 50 ms" in md
     assert len(table(md, "## Steps")) == 2
