@@ -10,15 +10,9 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from fastapi_llama.engine.base import (
-    Engine,
-    FinishEvent,
-    GenerationError,
-    GenerationRequest,
-    RequestStream,
-    SamplingParams,
-    TokenEvent,
-)
+from fastapi_llama.engine.base import Engine
+from fastapi_llama.engine.stream import RequestStream
+from fastapi_llama.engine.types import FinishEvent, GenerationError, GenerationRequest, SamplingParams, TokenEvent
 from fastapi_llama.errors import GenerationFailed, Overloaded, ValidationFailed
 from fastapi_llama.metrics import ServerMetrics
 from fastapi_llama.schemas import GenerateParameters

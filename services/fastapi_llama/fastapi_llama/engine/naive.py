@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi_llama.engine.base import RequestStream
+from fastapi_llama.engine.stream import RequestStream
 from fastapi_llama.engine.worker import WorkerEngine
 
 

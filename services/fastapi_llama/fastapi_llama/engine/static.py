@@ -7,7 +7,7 @@ import queue
 import time
 from typing import Any
 
-from fastapi_llama.engine.base import RequestStream
+from fastapi_llama.engine.stream import RequestStream
 from fastapi_llama.engine.worker import WorkerEngine
 
 

@@ -11,8 +11,15 @@ from typing import Any
 import torch
 from transformers import LogitsProcessorList, StoppingCriteriaList
 
-from fastapi_llama.engine.base import Engine, EngineStats, GenerationError, RequestStream, pad_token_id
+from fastapi_llama.engine.base import Engine
 from fastapi_llama.engine.hooks import LogprobRecorder, StreamsDone, StreamsStreamer
+from fastapi_llama.engine.stream import RequestStream
+from fastapi_llama.engine.types import EngineStats, GenerationError
+
+
+def pad_token_id(tokenizer: Any) -> int:
+    """The id `generate` pads rows with: the tokenizer's pad token, else its EOS (Llama-2 ships without a pad)."""
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
 
 def generate_for(model: Any, streams: list[RequestStream], pad: int) -> None:

@@ -9,7 +9,7 @@ from typing import Annotated
 from fastapi import Depends, Header, Request
 from fastapi.responses import StreamingResponse
 
-from fastapi_llama.engine.base import FinishEvent, TokenEvent
+from fastapi_llama.engine.types import FinishEvent, TokenEvent
 from fastapi_llama.errors import ServiceError
 from fastapi_llama.service import Prepared, Service
 from fastapi_llama.sse import SSE_HEADERS, event

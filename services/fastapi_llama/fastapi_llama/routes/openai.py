@@ -10,7 +10,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from fastapi_llama.engine.base import FinishReason, TokenEvent
+from fastapi_llama.engine.types import FinishReason, TokenEvent
 from fastapi_llama.errors import ServiceError, ValidationFailed
 from fastapi_llama.routes.common import ClientDisconnected, RequestId, ServiceDep, collect, error_stream
 from fastapi_llama.schemas import JSON_OR_EVENTS_RESPONSES, CompletionRequest, GenerateParameters, StreamOptions

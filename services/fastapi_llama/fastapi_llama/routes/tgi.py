@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from fastapi_llama.engine.base import FinishEvent, TokenEvent
+from fastapi_llama.engine.types import FinishEvent, TokenEvent
 from fastapi_llama.errors import ServiceError
 from fastapi_llama.routes.common import ClientDisconnected, RequestId, ServiceDep, collect, error_stream
 from fastapi_llama.schemas import (
