@@ -6,7 +6,7 @@ from abc import ABC, abstractmethod
 from typing import Any
 
 from fastapi_llama.engine.stream import RequestStream
-from fastapi_llama.engine.types import EngineStats, SamplingParams
+from fastapi_llama.engine.types import EngineStats, ModelInfo, SamplingParams
 
 
 class Engine(ABC):
@@ -35,6 +35,10 @@ class Engine(ABC):
     @abstractmethod
     def snapshot(self) -> EngineStats:
         """Read at every scrape, so the gauges show the real queue and batch, not the last change."""
+
+    def describe(self) -> ModelInfo:
+        """The model's dtype and device, so that nothing outside the engine reads the model itself."""
+        return ModelInfo(dtype=str(self.model.dtype).removeprefix("torch."), device_type=self.model.device.type)
 
     def unsupported(self, params: SamplingParams) -> list[str]:
         """Parameters this engine cannot honour for this request (refused with a 422)."""

@@ -12,5 +12,5 @@ class NaiveEngine(WorkerEngine):
     name = "naive"
 
     def next_batch(self) -> list[RequestStream] | None:
-        stream = self._queue.get()
+        stream = self.take()
         return None if stream is None else [stream]

@@ -87,6 +87,14 @@ class GenerationError(RuntimeError):
 
 
 @dataclass(frozen=True)
+class ModelInfo:
+    """What /info tells about the model an engine runs, in TGI's terms."""
+
+    dtype: str  # "float32", "bfloat16", ...
+    device_type: str  # "cpu", "cuda"
+
+
+@dataclass(frozen=True)
 class EngineStats:
     """The engine's state at one moment: what the queue and batch gauges show."""
 
