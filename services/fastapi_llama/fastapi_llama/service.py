@@ -10,15 +10,9 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from fastapi_llama.engine.base import (
-    Engine,
-    FinishEvent,
-    GenerationError,
-    GenerationRequest,
-    RequestStream,
-    SamplingParams,
-    TokenEvent,
-)
+from fastapi_llama.engine.base import Engine
+from fastapi_llama.engine.stream import RequestStream
+from fastapi_llama.engine.types import FinishEvent, GenerationError, GenerationRequest, SamplingParams, TokenEvent
 from fastapi_llama.errors import GenerationFailed, Overloaded, ValidationFailed
 from fastapi_llama.metrics import ServerMetrics
 from fastapi_llama.schemas import GenerateParameters
@@ -36,6 +30,26 @@ class Prepared:
     @property
     def input_length(self) -> int:
         return len(self.request.input_ids)
+
+
+class Slot:
+    """One in-flight slot, taken by `Service.admit`. A streaming answer takes it in the handler and holds it in
+    the stream's body, so it is a value rather than a `with` block in one place; it is given back once."""
+
+    def __init__(self, service: Service) -> None:
+        self._service = service
+        self._held = True
+
+    def release(self) -> None:
+        if self._held:
+            self._held = False
+            self._service.in_flight -= 1
+
+    def __enter__(self) -> Slot:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.release()
 
 
 @dataclass
@@ -104,15 +118,14 @@ class Service:
         request = GenerationRequest(request_id or uuid.uuid4().hex, ids, sampling)
         return Prepared(request, inputs)
 
-    def admit(self) -> None:
-        """Take an in-flight slot or refuse, as TGI's semaphore does. Pair with `release`."""
+    def admit(self) -> Slot:
+        """Take an in-flight slot or refuse, as TGI's semaphore does. Hold it with `with` around the request's
+        work, which gives it back however the work ends."""
         if self.in_flight >= self.settings.max_concurrent_requests:
             self.metrics.request_failure.inc(err="overloaded")
             raise Overloaded("Model is overloaded")
         self.in_flight += 1
-
-    def release(self) -> None:
-        self.in_flight -= 1
+        return Slot(self)
 
     async def generate(self, prepared: Prepared) -> AsyncIterator[TokenEvent | FinishEvent]:
         """Run an admitted request; its events, then the metrics. Leaving early cancels it in the engine."""

@@ -8,7 +8,7 @@ from typing import Any
 
 from fastapi.responses import StreamingResponse
 
-from fastapi_llama.engine.base import FinishEvent, TokenEvent
+from fastapi_llama.engine.types import FinishEvent, TokenEvent
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 

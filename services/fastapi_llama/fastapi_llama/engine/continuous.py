@@ -9,7 +9,9 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from fastapi_llama.engine.base import Engine, EngineStats, GenerationError, RequestStream, SamplingParams
+from fastapi_llama.engine.base import Engine
+from fastapi_llama.engine.stream import RequestStream
+from fastapi_llama.engine.types import EngineStats, GenerationError, SamplingParams
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ import torch
 from transformers import LogitsProcessor, StoppingCriteria
 from transformers.generation.streamers import BaseStreamer
 
-from fastapi_llama.engine.base import RequestStream
+from fastapi_llama.engine.stream import RequestStream
 
 
 class LogprobRecorder(LogitsProcessor):

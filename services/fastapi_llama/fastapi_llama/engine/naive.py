@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi_llama.engine.base import RequestStream
+from fastapi_llama.engine.stream import RequestStream
 from fastapi_llama.engine.worker import WorkerEngine
 
 
@@ -12,5 +12,5 @@ class NaiveEngine(WorkerEngine):
     name = "naive"
 
     def next_batch(self) -> list[RequestStream] | None:
-        stream = self._queue.get()
+        stream = self.take()
         return None if stream is None else [stream]

@@ -3,11 +3,10 @@ everyone who arrives meanwhile wait for the next batch."""
 
 from __future__ import annotations
 
-import queue
 import time
 from typing import Any
 
-from fastapi_llama.engine.base import RequestStream
+from fastapi_llama.engine.stream import RequestStream
 from fastapi_llama.engine.worker import WorkerEngine
 
 
@@ -21,7 +20,7 @@ class StaticEngine(WorkerEngine):
         self._held: list[RequestStream] = []  # taken from the queue but left for a later batch
 
     def waiting(self) -> int:
-        return self._queue.qsize() + len(self._held)
+        return super().waiting() + len(self._held)
 
     def next_batch(self) -> list[RequestStream] | None:
         """Up to max_batch_size requests that can share a `generate` call, gathered within batch_wait_ms of the
@@ -29,18 +28,14 @@ class StaticEngine(WorkerEngine):
         pending = self._held
         self._held = []
         if not pending:
-            first = self._queue.get()
+            first = self.take()
             if first is None:
                 return None
             pending = [first]
         deadline = time.monotonic() + self.batch_wait_s
         while len(pending) < self.max_batch_size and (timeout := deadline - time.monotonic()) > 0:
-            try:
-                item = self._queue.get(timeout=timeout)
-            except queue.Empty:
-                break
-            if item is None:
-                self._stopping = True
+            item = self.take(timeout)
+            if item is None:  # the wait ran out, or `stop` was called: this batch runs, and is the last if stopping
                 break
             pending.append(item)
         pending = [p for p in pending if not p.cancelled]

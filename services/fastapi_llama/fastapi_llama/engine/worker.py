@@ -11,8 +11,15 @@ from typing import Any
 import torch
 from transformers import LogitsProcessorList, StoppingCriteriaList
 
-from fastapi_llama.engine.base import Engine, EngineStats, GenerationError, RequestStream, pad_token_id
+from fastapi_llama.engine.base import Engine
 from fastapi_llama.engine.hooks import LogprobRecorder, StreamsDone, StreamsStreamer
+from fastapi_llama.engine.stream import RequestStream
+from fastapi_llama.engine.types import EngineStats, GenerationError
+
+
+def pad_token_id(tokenizer: Any) -> int:
+    """The id `generate` pads rows with: the tokenizer's pad token, else its EOS (Llama-2 ships without a pad)."""
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
 
 def generate_for(model: Any, streams: list[RequestStream], pad: int) -> None:
@@ -44,6 +51,9 @@ def generate_for(model: Any, streams: list[RequestStream], pad: int) -> None:
 
 
 class WorkerEngine(Engine):
+    """The worker thread and its queue. A subclass decides only what runs together: it implements `next_batch`,
+    taking submitted requests with `take`, and may extend `waiting` with requests it holds back."""
+
     def __init__(self, model: Any, tokenizer: Any) -> None:
         super().__init__(model, tokenizer)
         self._queue: queue.Queue[RequestStream | None] = queue.Queue()
@@ -66,7 +76,17 @@ class WorkerEngine(Engine):
         self._queue.put(stream)
 
     def waiting(self) -> int:
+        """Requests submitted but not yet running (the queue gauge)."""
         return self._queue.qsize()
+
+    def take(self, timeout: float | None = None) -> RequestStream | None:
+        """The next submitted request, for `next_batch`: waits up to `timeout` seconds, or until one comes if None.
+        None when the wait runs out or the engine is stopping; the worker loop ends once `next_batch` returns
+        after `stop`, so a subclass needs no stop flag of its own."""
+        try:
+            return self._queue.get(timeout=timeout)
+        except queue.Empty:
+            return None
 
     def snapshot(self) -> EngineStats:
         batch = [s for s in self._batch if not s.done]

@@ -1,15 +1,17 @@
-"""What the route modules share: the service dependency, request ids, error streams, collecting a whole answer."""
+"""What the route modules share: the service dependency, request ids, and the two ways a generation route answers
+(a whole JSON body, or a stream of server-sent events), each holding the request's in-flight slot."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from typing import Annotated
+from collections.abc import AsyncIterator, Callable
+from contextlib import aclosing
+from typing import Annotated, Any
 
 from fastapi import Depends, Header, Request
-from fastapi.responses import StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from fastapi_llama.engine.base import FinishEvent, TokenEvent
+from fastapi_llama.engine.types import FinishEvent, TokenEvent
 from fastapi_llama.errors import ServiceError
 from fastapi_llama.service import Prepared, Service
 from fastapi_llama.sse import SSE_HEADERS, event
@@ -21,10 +23,50 @@ def get_service(request: Request) -> Service:
 
 ServiceDep = Annotated[Service, Depends(get_service)]
 RequestId = Annotated[str | None, Header(alias="x-request-id")]
+Events = AsyncIterator[TokenEvent | FinishEvent]
 
 
 class ClientDisconnected(Exception):
     pass
+
+
+async def collected_response(
+    service: Service,
+    prepared: Prepared,
+    request: Request,
+    render: Callable[[list[TokenEvent], FinishEvent], dict[str, Any]],
+) -> Response:
+    """Admit a request, run it to the end and answer `render(tokens, finish)` as JSON with its request id. Overload
+    raises `Overloaded` (429); a client that leaves first gets 499, nginx's code for nobody listening."""
+    try:
+        tokens, done = await collect(service, prepared, request)
+    except ClientDisconnected:
+        return Response(status_code=499)
+    return JSONResponse(render(tokens, done), headers={"x-request-id": prepared.request.request_id})
+
+
+def stream_response(
+    service: Service, prepared: Prepared, render: Callable[[Events], AsyncIterator[bytes]]
+) -> StreamingResponse:
+    """Admit a request and answer with its events as server-sent events, each written by `render`. TGI validates
+    before the stream starts but reports overload and generation failures as an error event inside a 200 stream;
+    we do the same, so clients written for TGI see the same thing."""
+    try:
+        slot = service.admit()
+    except ServiceError as exc:
+        return error_stream(exc)
+
+    async def body() -> AsyncIterator[bytes]:
+        with slot:
+            try:
+                async with aclosing(render(service.generate(prepared))) as chunks:
+                    async for chunk in chunks:
+                        yield chunk
+            except ServiceError as exc:
+                yield event(exc.body())
+
+    headers = {**SSE_HEADERS, "x-request-id": prepared.request.request_id}
+    return StreamingResponse(body(), media_type="text/event-stream", headers=headers)
 
 
 def error_stream(exc: ServiceError) -> StreamingResponse:
@@ -42,7 +84,7 @@ async def _wait_for_disconnect(request: Request) -> None:
 
 
 async def collect(service: Service, prepared: Prepared, request: Request) -> tuple[list[TokenEvent], FinishEvent]:
-    """Run an admitted request to the end for a non-streaming answer. A client that leaves meanwhile, even while
+    """Admit a request and run it to the end for a non-streaming answer. A client that leaves meanwhile, even while
     the request is still queued, cancels it: nobody would read the answer."""
 
     async def run() -> tuple[list[TokenEvent], FinishEvent]:
@@ -54,12 +96,10 @@ async def collect(service: Service, prepared: Prepared, request: Request) -> tup
                 return tokens, ev
         raise RuntimeError("the engine ended a request without finishing it")
 
-    work = asyncio.ensure_future(run())
-    watcher = asyncio.ensure_future(_wait_for_disconnect(request))
-    try:
+    with service.admit():
+        work = asyncio.ensure_future(run())
+        watcher = asyncio.ensure_future(_wait_for_disconnect(request))
         await asyncio.wait({work, watcher}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        service.release()
     if not work.done():
         work.cancel()  # unwinds the event stream, which cancels the request in the engine
         raise ClientDisconnected

@@ -8,14 +8,13 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from fastapi_llama.engine.base import FinishReason, TokenEvent
-from fastapi_llama.errors import ServiceError, ValidationFailed
-from fastapi_llama.routes.common import ClientDisconnected, RequestId, ServiceDep, collect, error_stream
+from fastapi_llama.engine.types import FinishEvent, FinishReason, TokenEvent
+from fastapi_llama.errors import ValidationFailed
+from fastapi_llama.routes.common import Events, RequestId, ServiceDep, collected_response, stream_response
 from fastapi_llama.schemas import JSON_OR_EVENTS_RESPONSES, CompletionRequest, GenerateParameters, StreamOptions
 from fastapi_llama.service import Prepared, Service
-from fastapi_llama.sse import SSE_HEADERS, event
+from fastapi_llama.sse import event
 
 router = APIRouter()
 OPENAI_FINISH = {FinishReason.LENGTH: "length", FinishReason.EOS_TOKEN: "stop", FinishReason.STOP_SEQUENCE: "stop"}
@@ -69,31 +68,23 @@ async def completions(body: CompletionRequest, request: Request, service: Servic
     prepared = service.prepare(body.prompt_text(), params, x_request_id)
     completion_id = f"cmpl-{uuid.uuid4().hex}"
     created = int(time.time())
+    envelope = _envelope(service, completion_id, created)
     if body.stream:
-        try:
-            service.admit()
-        except ServiceError as exc:
-            return error_stream(exc)
         options = body.stream_options or StreamOptions()
-        return StreamingResponse(
-            _stream(service, prepared, _envelope(service, completion_id, created), options),
-            media_type="text/event-stream",
-            headers={**SSE_HEADERS, "x-request-id": prepared.request.request_id},
-        )
-    service.admit()
-    try:
-        _, done = await collect(service, prepared, request)
-    except ClientDisconnected:
-        return Response(status_code=499)
-    choice = {"index": 0, "text": done.generated_text, "finish_reason": OPENAI_FINISH[done.reason], "logprobs": None}
-    usage = _usage(prepared, done.generated_tokens)
-    result = {**_envelope(service, completion_id, created), "choices": [choice], "usage": usage}
-    return JSONResponse(result, headers={"x-request-id": prepared.request.request_id})
+        return stream_response(service, prepared, lambda events: _chunks(events, prepared, envelope, options))
+
+    def result(_: list[TokenEvent], done: FinishEvent) -> dict[str, Any]:
+        reason = OPENAI_FINISH[done.reason]
+        choice = {"index": 0, "text": done.generated_text, "finish_reason": reason, "logprobs": None}
+        return {**envelope, "choices": [choice], "usage": _usage(prepared, done.generated_tokens)}
+
+    return await collected_response(service, prepared, request, result)
 
 
-async def _stream(
-    service: Service, prepared: Prepared, envelope: dict[str, Any], options: StreamOptions
+async def _chunks(
+    events: Events, prepared: Prepared, envelope: dict[str, Any], options: StreamOptions
 ) -> AsyncIterator[bytes]:
+    """OpenAI's completion chunks, one per token, then the usage if asked, then `[DONE]`."""
     sent_final = False
     generated = 0
 
@@ -103,24 +94,19 @@ async def _stream(
             chunk["usage"] = _usage(prepared, generated)
         return event(chunk)
 
-    try:
-        async for ev in service.generate(prepared):
-            if isinstance(ev, TokenEvent):
-                generated += 1
-                # TGI leaves finish_reason as "" until the last chunk.
-                reason = OPENAI_FINISH[ev.finish.reason] if ev.finish is not None else ""
-                sent_final = ev.finish is not None
-                yield choice_chunk("" if ev.special else ev.text, reason)
-                continue
-            if not sent_final:
-                yield choice_chunk("", OPENAI_FINISH[ev.reason])
-            if options.include_usage:
-                yield event({**envelope, "choices": [], "usage": _usage(prepared, ev.generated_tokens)})
-        yield b"data: [DONE]\n\n"
-    except ServiceError as exc:
-        yield event(exc.body())
-    finally:
-        service.release()
+    async for ev in events:
+        if isinstance(ev, TokenEvent):
+            generated += 1
+            # TGI leaves finish_reason as "" until the last chunk.
+            reason = OPENAI_FINISH[ev.finish.reason] if ev.finish is not None else ""
+            sent_final = ev.finish is not None
+            yield choice_chunk("" if ev.special else ev.text, reason)
+            continue
+        if not sent_final:
+            yield choice_chunk("", OPENAI_FINISH[ev.reason])
+        if options.include_usage:
+            yield event({**envelope, "choices": [], "usage": _usage(prepared, ev.generated_tokens)})
+    yield b"data: [DONE]\n\n"
 
 
 @router.get("/v1/models", summary="The served model (OpenAI dialect)")

@@ -32,12 +32,13 @@ async def health(service: ServiceDep) -> Response:
 @router.get("/info", summary="Model and server limits, in TGI's Info schema")
 async def info(service: ServiceDep) -> dict[str, Any]:
     s = service.settings
+    model = service.engine.describe()
     return {
         "model_id": s.model_id,
         "model_sha": s.revision,
         "model_pipeline_tag": "text-generation",
-        "model_dtype": str(service.engine.model.dtype).removeprefix("torch."),
-        "model_device_type": service.engine.model.device.type,
+        "model_dtype": model.dtype,
+        "model_device_type": model.device_type,
         "max_concurrent_requests": s.max_concurrent_requests,
         "max_best_of": 1,
         "max_stop_sequences": 4,
