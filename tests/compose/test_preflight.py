@@ -34,9 +34,27 @@ def test_well_known_password_refuses(tmp_path):
     assert "well-known default" in preflight(tmp_path).stderr
 
 
+def docker_on_path(tmp_path, compose_version: str | None) -> str:
+    """A PATH whose `docker compose version --short` prints `compose_version` (None: no docker at all), so that
+    what the preflight says does not depend on this machine's Docker."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    if compose_version is not None:
+        docker = bin_dir / "docker"
+        docker.write_text(f"#!/bin/sh\necho {compose_version}\n")
+        docker.chmod(0o755)
+    return str(bin_dir)
+
+
 def test_a_real_password_passes_that_check(tmp_path):
     (tmp_path / ".env").write_text("GRAFANA_ADMIN_PASSWORD=s3cret-horse-battery\n")
-    assert "GRAFANA_ADMIN_PASSWORD" not in preflight(tmp_path).stderr
+    # With Docker Compose v2 there (and the CPU profile: no GPU runtime needed), nothing is left to refuse...
+    run = preflight(tmp_path, PATH=docker_on_path(tmp_path, "v2.29.1"))
+    assert (run.returncode, run.stderr) == (0, ""), run.stderr
+    # ...and without Docker, Docker is the one problem reported: the password check ran and passed.
+    run = preflight(tmp_path, PATH=str(tmp_path / "empty"))
+    assert run.returncode == 1
+    assert run.stderr.splitlines() == ["make up: Docker is not installed (https://docs.docker.com/engine/install/)"]
 
 
 def test_make_up_runs_the_preflight_before_compose():

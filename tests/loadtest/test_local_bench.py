@@ -41,7 +41,7 @@ def test_short_bench_end_to_end(tiny_model, tmp_path):
     latest = tmp_path / "latest"
     assert latest.is_symlink()
     run_dir = latest.resolve()
-    assert f"report: {run_dir / 'report.md'}" in out
+    assert f"report: {run_dir / 'report.md'}" in out, out[-2000:]
     report = (run_dir / "report.md").read_text()
     for chart in ("throughput.png", "latency.png", "ttft.png", "itl.png", "errors.png"):
         assert (run_dir / chart).stat().st_size > 5000

@@ -10,24 +10,33 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
+import yaml
 
 from llm_loadtest.client import Target
 from llm_loadtest.local import prometheus_config
 from llm_loadtest.records import read_records
 from tests.conftest import missing, require_binary
 from tests.support.loadgen import LOCUSTFILE
-from tests.support.prometheus import VLLM_ONLY, dashboard_queries, prometheus, query
+from tests.support.prom import has_data, query_until
+from tests.support.prometheus import VLLM_ONLY, dashboard_queries, prometheus
 from tests.support.servers import REPO, VENV_BIN, RunningServer, free_port, stop, vllm_python, vllm_server
+from tests.support.waits import wait_until
 
 pytestmark = pytest.mark.slow
 MAX_NEW_TOKENS = 48
+USERS = 8
+WINDOW_S = 60  # the loaded time the batch is averaged over: 60 scrapes of vLLM's gauges
+RULES = REPO / "prometheus" / "rules" / "serving.yml"
 
 
 @dataclass
 class Run:
     prometheus: str
     records: Path
+    server: RunningServer
+    loaded_at: float  # epoch seconds: from here on, all users run and each has finished requests
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +50,8 @@ def vllm(tiny_model, server_tmp) -> Iterator[RunningServer]:
 
 @pytest.fixture(scope="module")
 def loaded(vllm, server_tmp) -> Iterator[Run]:
-    """vLLM under 8 streaming users for the module's life, Locust's and vLLM's metrics scraped every second."""
+    """vLLM under 8 streaming users for the module's life, Locust's and vLLM's metrics scraped every second;
+    yielded once the load is established: every user has finished two requests, and Prometheus sees the 8."""
     binary = require_binary("prometheus")
     work = server_tmp / "vllm-target"
     work.mkdir(exist_ok=True)
@@ -56,11 +66,11 @@ def loaded(vllm, server_tmp) -> Iterator[Run]:
             "--host",
             vllm.url,
             "-u",
-            "8",
+            str(USERS),
             "-r",
-            "8",
+            str(USERS),
             "--run-time",
-            "150s",
+            "600s",  # longer than the module needs, however slow the machine: the fixture stops it
             "--api",
             "openai",
             "--target-name",
@@ -80,8 +90,18 @@ def loaded(vllm, server_tmp) -> Iterator[Run]:
     config = prometheus_config([Target("vllm", vllm.url, "openai")], f"127.0.0.1:{metrics_port}")
     try:
         with prometheus(binary, config, work) as prom:
-            time.sleep(25)  # rates over [1m] need a few scrapes; rules evaluate every second
-            yield Run(prom, records)
+            # The users' first requests pay for vLLM's warm-up, and they finish in lockstep: two rounds done means
+            # a steady closed loop. (The rates over [1m] each test reads wait for their own data.)
+            wait_until(
+                lambda: sum(r.status == "ok" for r in read_records(records)[0]),
+                lambda n: n >= 2 * USERS,
+                timeout=240,
+                what=f"{2 * USERS} ok requests in {records}",
+                log=vllm.log,
+                interval=0.5,
+            )
+            query_until(prom, "llm_client_users", lambda r: has_data(r) and float(r[0]["value"][1]) == USERS)
+            yield Run(prom, records, vllm, time.time())
     finally:
         stop(locust)
 
@@ -103,33 +123,64 @@ CLIENT_QUERIES = [(t, e) for t, e in dashboard_queries() if "$target" in e]
 
 @pytest.mark.parametrize(("title", "expr"), SERVER_QUERIES, ids=[f"{t}: {e[:40]}" for t, e in SERVER_QUERIES])
 def test_every_server_query_shows_vllm(loaded, title, expr):
-    result = _wait_for(loaded.prometheus, expr, server="vllm")
-    assert result and all(r["metric"]["server"] == "vllm" for r in result), f"{title}: {expr}"
-    assert all(float(r["value"][1]) == float(r["value"][1]) for r in result)  # no NaN
+    result = query_until(loaded.prometheus, expr, log=loaded.server.log, server="vllm")  # data, no NaN
+    assert has_data(result) and all(r["metric"]["server"] == "vllm" for r in result), f"{title}: {expr}"
 
 
 @pytest.mark.parametrize(("title", "expr"), CLIENT_QUERIES, ids=[f"{t}: {e[:40]}" for t, e in CLIENT_QUERIES])
 def test_every_client_query_shows_vllm(loaded, title, expr):
-    result = _wait_for(loaded.prometheus, expr, target="vllm")
+    result = query_until(loaded.prometheus, expr, bool, log=loaded.server.log, target="vllm")
     assert result and all(r["metric"]["target"] == "vllm" for r in result), f"{title}: {expr}"
 
 
 def test_vllm_series_mean_what_the_load_says(loaded):
     """Beyond 'returns data': 8 users in a closed loop keep vLLM's batch near 8 and its queue near 0, and the
     server's token rate agrees with the client's."""
-    # Averaged: the 8 users finish in lockstep (same prompt, same cap), and a scrape in the moment between one
-    # round and the next, while the new requests are prefilled, reads a smaller batch.
-    expr = 'avg_over_time(llm:server_batch_size{server="vllm"}[15s])'
-    batch = float(_wait_for(loaded.prometheus, expr)[0]["value"][1])
-    assert 4 <= batch <= 8
-    server = float(_wait_for(loaded.prometheus, 'llm:server_output_tokens:rate1m{server="vllm"}')[0]["value"][1])
-    client = float(_wait_for(loaded.prometheus, 'sum(llm:client_output_tokens:rate1m{target="vllm"})')[0]["value"][1])
+    prom, end = loaded.prometheus, loaded.loaded_at + WINDOW_S
+    window, each_scrape = f"[{WINDOW_S}s]", f"[{WINDOW_S}s:1s]"
+    # Read over loaded time only, [loaded_at, loaded_at + 60 s]: a window reaching back before the load was
+    # established read 0.33. Until vLLM has been scraped past the window's end (its samples carry their time).
+    query_until(
+        prom,
+        'timestamp(vllm:num_requests_running{server="vllm"})',
+        lambda r: bool(r) and float(r[0]["value"][1]) >= end,
+        timeout=WINDOW_S + 60,
+        log=loaded.server.log,
+    )
+    users = _value_at(prom, f"min_over_time(llm_client_users{window})", end)
+    assert users == USERS, f"the load did not hold through the window: {users} users at the least"
+    # The 8 users finish in lockstep (same prompt, same cap): between one round and the next, while the new
+    # requests are prefilled, a reading shows a smaller batch (0 or 1 in ~30 % of them, here). The rules keep a
+    # sample every 5 s, too few for a mean, so the dashboard's series is read at every scrape: the recording
+    # rule's own expression, averaged over the window's 60 scrapes...
+    batch = _value_at(prom, f"avg_over_time(({_rule('llm:server_batch_size')}){each_scrape})", end)
+    assert 4 <= batch <= USERS, f"batch {batch:.2f} averaged over {WINDOW_S}s of {USERS} users"
+    queue = _value_at(prom, f"avg_over_time(({_rule('llm:server_queue_size')}){each_scrape})", end)
+    assert queue < 1, f"{queue:.2f} requests waiting on average, with room for {USERS} in the batch"
+    # ...and the recorded series the dashboard shows reaches the full batch.
+    assert _value_at(prom, f'max_over_time(llm:server_batch_size{{server="vllm"}}{window})', end) == USERS
+    server = _value(prom, 'llm:server_output_tokens:rate1m{server="vllm"}', loaded)
+    client = _value(prom, 'sum(llm:client_output_tokens:rate1m{target="vllm"})', loaded)
     assert server > 0 and abs(server - client) / server < 0.25, (server, client)
     assert any(v in e for _, e in SERVER_QUERIES for v in VLLM_ONLY), "the dashboard shows vLLM's own series"
 
 
-def _wait_for(prom: str, expr: str, **variables: str) -> list[dict]:
-    deadline = time.monotonic() + 30
-    while not (result := query(prom, expr, **variables)) and time.monotonic() < deadline:
-        time.sleep(1)
-    return result
+def _rule(record: str) -> str:
+    """The expression of one of the kit's recording rules."""
+    groups = yaml.safe_load(RULES.read_text())["groups"]
+    return next(r["expr"].strip() for g in groups for r in g["rules"] if r.get("record") == record)
+
+
+def _value(prom: str, expr: str, loaded: Run) -> float:
+    """The value of a query that returns one series, once it does."""
+    result = query_until(prom, expr, lambda r: len(r) == 1 and has_data(r), log=loaded.server.log)
+    return float(result[0]["value"][1])
+
+
+def _value_at(prom: str, expr: str, at: float) -> float:
+    """The value, at epoch time `at`, of a query that returns one series there (only vLLM is scraped)."""
+    body = httpx.get(f"{prom}/api/v1/query", params={"query": expr, "time": at}, timeout=10).json()
+    assert body["status"] == "success", body
+    result = body["data"]["result"]
+    assert len(result) == 1 and has_data(result), f"{expr} at {at}: {result}"
+    return float(result[0]["value"][1])

@@ -96,7 +96,11 @@ def test_completions_stream_with_running_usage(naive_server):
     assert not chunks[-1]["choices"] and chunks[-1]["usage"]["completion_tokens"] == 5
     plain = {**body, "stream_options": {"include_usage": True}}
     _, events = stream(f"{naive_server.url}/v1/completions", plain)
-    assert all("usage" not in ev.data for ev in events[:-1] if ev.data["choices"])
+    chunks = [ev.data for ev in events[:-1]]
+    token_chunks = [c for c in chunks if c["choices"]]
+    # Without continuous_usage_stats the 5 token chunks carry no usage; only the final chunk does.
+    assert len(token_chunks) == 5 and all("usage" not in c for c in token_chunks), token_chunks
+    assert not chunks[-1]["choices"] and chunks[-1]["usage"]["completion_tokens"] == 5
 
 
 def test_models(naive_server):

@@ -10,9 +10,10 @@ import time
 import httpx
 import pytest
 
-from tests.support.prom import in_flight, scrape, scrape_until, value
-from tests.support.servers import fastapi_llama
+from tests.support.prom import Samples, gauges, in_flight, scrape, value, wait_for_metrics
+from tests.support.servers import RunningServer, fastapi_llama
 from tests.support.sse import stream
+from tests.support.waits import failure
 
 PROMPTS = [f"Prompt {i} is about {w}" for i, w in enumerate(["cats", "dogs", "the sea", "code", "tea", "rain"])]
 
@@ -67,50 +68,57 @@ def test_greedy_outputs_match_naive_under_concurrency(naive_server, batched):
     assert all(g["details"]["generated_tokens"] == 24 for g in got)
 
 
-def _long_then_short(url: str) -> tuple[float, float]:
-    """Start a long stream; once it is generating, send a short request. Returns, from the short request's start,
-    when the short one finished and when the long one did."""
+def _long_then_short(server: RunningServer) -> tuple[float, float, Samples, Samples]:
+    """Start a long stream; once it has streamed a few tokens (it is generating), send a short request. Returns,
+    from the short request's start, when the short one finished and when the long one did, with the server's
+    metrics from before the long one and from the moment the short one came back."""
+    url = server.url
     long_done: list[float] = []
-    first_token = threading.Event()
+    generating = threading.Event()
 
     def run_long() -> None:
         body = {"inputs": "Long", "parameters": {"max_new_tokens": 400}}
+        seen = 0
         with httpx.Client(timeout=120) as client, client.stream("POST", f"{url}/generate_stream", json=body) as r:
             for line in r.iter_lines():
                 if line.startswith("data:"):
-                    first_token.set()
+                    seen += 1
+                    if seen >= 5:
+                        generating.set()
                     if json.loads(line[5:])["generated_text"] is not None:
                         long_done.append(time.perf_counter())
 
+    before, _ = scrape(url)
     t = threading.Thread(target=run_long)
     t.start()
-    assert first_token.wait(30)
-    time.sleep(0.2)
+    assert generating.wait(60), failure("the long request streamed fewer than 5 tokens in 60 s", server.log)
     t0 = time.perf_counter()
     generate(url, "Short", 5)
     short_took = time.perf_counter() - t0
+    at_short_end, _ = scrape(url)
     t.join(120)
-    return short_took, long_done[0] - t0
+    assert long_done, failure("the long request never finished", server.log)
+    return short_took, long_done[0] - t0, before, at_short_end
 
 
 def test_continuous_admits_a_request_mid_batch(continuous_server):
-    short_took, long_left = _long_then_short(continuous_server.url)
-    # The short request joined the running batch and finished long before the long one.
+    short_took, long_left, before, at_short_end = _long_then_short(continuous_server)
+    # The short request joined the running batch: when it came back, it alone had finished and the long one was
+    # still generating (the server's own count, whatever the client threads' timing)...
+    finished = value(at_short_end, "tgi_request_success") - value(before, "tgi_request_success")
+    batch = value(at_short_end, "tgi_batch_current_size")
+    assert finished == 1 and batch >= 1, f"finished {finished}, batch {batch} when the short request came back"
+    # ...and long before it: 5 tokens against the long one's remaining ~395, so half is a wide margin even when
+    # a loaded machine slows one of them.
     assert short_took < long_left / 2, f"short took {short_took:.2f}s, the long one needed {long_left:.2f}s more"
 
 
 def test_static_makes_late_requests_wait_for_the_next_batch(static_server):
-    short_took, long_left = _long_then_short(static_server.url)
-    assert short_took >= long_left, f"short finished at {short_took:.2f}s, before the batch ended at {long_left:.2f}s"
-
-
-def _watch_gauges(url: str, until: float) -> list[tuple[float, float]]:
-    seen = []
-    while time.monotonic() < until:
-        samples, _ = scrape(url)
-        seen.append((value(samples, "tgi_queue_size"), value(samples, "tgi_batch_current_size")))
-        time.sleep(0.03)
-    return seen
+    short_took, long_left, before, at_short_end = _long_then_short(static_server)
+    # The short request waited for the long one's batch to end: by the time it came back, the server had finished
+    # both (its own count: the client thread reading the long stream may lag on a loaded machine).
+    finished = value(at_short_end, "tgi_request_success") - value(before, "tgi_request_success")
+    assert finished == 2, f"short finished at {short_took:.2f}s, the long one at {long_left:.2f}s; server: {finished}"
 
 
 def test_gauges_show_the_batch(static_server, continuous_server):
@@ -122,18 +130,24 @@ def test_gauges_show_the_batch(static_server, continuous_server):
         "static": (static_server, lambda q, b: 2 <= b <= 4 and q >= 2 and q + b == 6),
     }
     for mode, (server, expected) in checks.items():
-        threads = [threading.Thread(target=stream, args=(f"{server.url}/generate_stream", body)) for _ in range(6)]
+        # Sent together, so that a loaded machine cannot spread them over several of static's 100 ms windows.
+        start = threading.Barrier(6)
+
+        def one(url: str = server.url, start: threading.Barrier = start) -> None:
+            start.wait(30)
+            stream(f"{url}/generate_stream", body)
+
+        threads = [threading.Thread(target=one) for _ in range(6)]
         for t in threads:
             t.start()
-        seen = _watch_gauges(server.url, time.monotonic() + 2.5)
+        wait_for_metrics(server, lambda s, ok=expected: ok(*gauges(s)[:2]), f"{mode}: the (queue, batch) it shows")
         for t in threads:
             t.join(120)
-        assert any(expected(q, b) for q, b in seen), f"{mode}: (queue, batch) seen: {sorted(set(seen))}"
-        samples, _ = scrape(server.url)
-        assert (value(samples, "tgi_queue_size"), value(samples, "tgi_batch_current_size")) == (0.0, 0.0)
+        wait_for_metrics(server, lambda s: in_flight(s) == 0, f"{mode}: queue and batch back to zero")
 
 
 def test_cancelling_frees_the_slot(batched):
+    before, _ = scrape(batched.url)
     with (
         httpx.Client(timeout=30) as client,
         client.stream(
@@ -143,13 +157,9 @@ def test_cancelling_frees_the_slot(batched):
         for i, _ in enumerate(r.iter_lines()):
             if i > 4:
                 break
-    deadline = time.monotonic() + 3
-    while time.monotonic() < deadline:
-        samples, _ = scrape(batched.url)
-        if value(samples, "tgi_batch_current_size") == 0:
-            break
-        time.sleep(0.05)
-    assert value(samples, "tgi_batch_current_size") == 0
+    freed = wait_for_metrics(batched, lambda s: value(s, "tgi_batch_current_size") == 0, "the cancelled request to go")
+    # It went because it was cancelled, not because its 1,500 tokens were done: it never counted as a success.
+    assert value(freed, "tgi_request_success") == value(before, "tgi_request_success")
     assert generate(batched.url, "Next", 3)["details"]["generated_tokens"] == 3
 
 
@@ -159,7 +169,7 @@ def test_overload_still_answers_429(batched):
     for t in threads:
         t.start()
     # Until the 8 are admitted: a fixed sleep raced the threads on a loaded machine.
-    scrape_until(batched.url, lambda samples: in_flight(samples) >= 8)
+    wait_for_metrics(batched, lambda samples: in_flight(samples) >= 8, "the 8 streams to be admitted")
     r = httpx.post(f"{batched.url}/generate", json={"inputs": "Extra", "parameters": {"max_new_tokens": 2}})
     for t in threads:
         t.join(120)

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import threading
-import time
 
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support.prom import scrape, value
+from tests.support.prom import gauges, in_flight, scrape, value, wait_for_metrics
 from tests.support.servers import fastapi_llama
 from tests.support.sse import stream
 
@@ -75,29 +74,28 @@ def queue_server(tiny_model, server_tmp):
 
 def test_queue_and_batch_gauges_show_what_happens(queue_server):
     url = queue_server.url
+    before, _ = scrape(url)
     body = {"inputs": "Long one", "parameters": {"max_new_tokens": 300}}
     threads = [threading.Thread(target=stream, args=(f"{url}/generate_stream", body)) for _ in range(3)]
     for t in threads:
         t.start()
-    seen = []
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        samples, _ = scrape(url)
-        seen.append(
-            (
-                value(samples, "tgi_queue_size"),
-                value(samples, "tgi_batch_current_size"),
-                value(samples, "tgi_batch_current_max_tokens"),
-            )
-        )
-        if seen[-1][:2] == (2.0, 1.0):
-            break
-        time.sleep(0.05)
-    assert (2.0, 1.0) in [s[:2] for s in seen], f"naive mode should run 1 and queue 2; saw {seen[-5:]}"
-    assert seen[-1][2] > 300  # input tokens + max_new_tokens of the running request
+    samples = wait_for_metrics(
+        queue_server, lambda s: gauges(s)[:2] == (2.0, 1.0), "naive mode to run 1 and queue 2", timeout=60
+    )
+    assert gauges(samples)[2] > 300  # input tokens + max_new_tokens of the running request
     for t in threads:
-        t.join(60)
-    samples, _ = scrape(url)
-    assert (value(samples, "tgi_queue_size"), value(samples, "tgi_batch_current_size")) == (0.0, 0.0)
-    # The third request waited behind two generations of 300 tokens.
-    assert value(samples, "tgi_request_queue_duration_sum") > 0.5
+        t.join(120)
+    # Back to zero, and the three successes recorded (a client can read its last token just before the server
+    # records the request).
+    samples = wait_for_metrics(
+        queue_server,
+        lambda s: in_flight(s) == 0 and value(s, "tgi_request_success") - value(before, "tgi_request_success") == 3,
+        "queue and batch back to zero, three successes",
+    )
+    # Each request waited behind the whole generations before it: 0 + 1 + 2 of them, against 3 generations in
+    # all, so the time queued is about the time generating; a third of it is a margin a loaded machine keeps.
+    queued = value(samples, "tgi_request_queue_duration_sum") - value(before, "tgi_request_queue_duration_sum")
+    generating = value(samples, "tgi_request_inference_duration_sum") - value(
+        before, "tgi_request_inference_duration_sum"
+    )
+    assert queued > generating / 3, f"queued {queued:.2f}s in all, generating {generating:.2f}s"
