@@ -13,10 +13,11 @@ from pathlib import Path
 import httpx
 import pytest
 
+from llm_loadtest.processes import locust_command
 from llm_loadtest.records import read_records
-from tests.support.loadgen import LOCUSTFILE, run_locust, synthetic_server
+from tests.support.loadgen import run_locust, synthetic_server
 from tests.support.prom import Samples, parse, value
-from tests.support.servers import REPO, VENV_BIN, free_port, stop
+from tests.support.servers import REPO, free_port, stop
 from tests.support.waits import wait_until
 
 LABELS = {"target": "synthetic", "api": "tgi", "max_new_tokens": "16"}
@@ -46,11 +47,7 @@ def web_locust(tmp_path) -> Iterator[WebLocust]:
     its 3 users run and a few requests have finished."""
     with synthetic_server(ttft_ms=20, gap_ms=5, tokens=16) as url:
         port = free_port()
-        cmd = [
-            str(VENV_BIN / "locust"),
-            "-f",
-            str(LOCUSTFILE),
-            "--host",
+        cmd = locust_command(
             url,
             "--web-host",
             "127.0.0.1",
@@ -67,9 +64,9 @@ def web_locust(tmp_path) -> Iterator[WebLocust]:
             "synthetic",
             "--max-new-tokens",
             "16",
-            "--records-file",
-            str(tmp_path / "r.jsonl"),
-        ]
+            records_file=tmp_path / "r.jsonl",
+            headless=False,
+        )
         log = tmp_path / "locust.log"
         with open(log, "wb") as out:
             proc = subprocess.Popen(cmd, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)

@@ -16,11 +16,11 @@ import pytest
 
 from llm_loadtest.client import Target
 from llm_loadtest.local import prometheus_config
+from llm_loadtest.processes import locust_command
 from tests.conftest import require_binary
-from tests.support.loadgen import LOCUSTFILE
 from tests.support.prom import has_data, query_until, targets
 from tests.support.prometheus import DASHBOARD, VLLM_ONLY, dashboard_queries, prometheus, query
-from tests.support.servers import REPO, VENV_BIN, fastapi_llama, free_port, stop
+from tests.support.servers import REPO, fastapi_llama, free_port, stop
 from tests.support.waits import wait_until
 
 DCGM_FIXTURE = REPO / "tests" / "data" / "dcgm-exporter-metrics.txt"
@@ -61,11 +61,7 @@ def stack(tiny_model, server_tmp) -> Iterator[str]:
     with fastapi_llama(server_tmp, "--max-concurrent-requests", "4") as server:
         web_port = free_port()
         locust = subprocess.Popen(
-            [
-                str(VENV_BIN / "locust"),
-                "-f",
-                str(LOCUSTFILE),
-                "--host",
+            locust_command(
                 server.url,
                 "--web-host",
                 "127.0.0.1",
@@ -82,7 +78,8 @@ def stack(tiny_model, server_tmp) -> Iterator[str]:
                 "naive",
                 "--max-new-tokens",
                 "24",
-            ],
+                headless=False,
+            ),
             cwd=REPO,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

@@ -16,12 +16,12 @@ import yaml
 
 from llm_loadtest.client import Target
 from llm_loadtest.local import prometheus_config
+from llm_loadtest.processes import locust_command
 from llm_loadtest.records import read_records
 from tests.conftest import missing, require_binary
-from tests.support.loadgen import LOCUSTFILE
 from tests.support.prom import has_data, query_until
 from tests.support.prometheus import VLLM_ONLY, dashboard_queries, prometheus
-from tests.support.servers import REPO, VENV_BIN, RunningServer, free_port, stop, vllm_python, vllm_server
+from tests.support.servers import REPO, RunningServer, free_port, stop, vllm_python, vllm_server
 from tests.support.waits import wait_until
 
 pytestmark = pytest.mark.slow
@@ -58,12 +58,7 @@ def loaded(vllm, server_tmp) -> Iterator[Run]:
     metrics_port = free_port()
     records = work / "requests.jsonl"
     locust = subprocess.Popen(
-        [
-            str(VENV_BIN / "locust"),
-            "-f",
-            str(LOCUSTFILE),
-            "--headless",
-            "--host",
+        locust_command(
             vllm.url,
             "-u",
             str(USERS),
@@ -77,11 +72,10 @@ def loaded(vllm, server_tmp) -> Iterator[Run]:
             "vllm",
             "--max-new-tokens",
             str(MAX_NEW_TOKENS),
-            "--records-file",
-            str(records),
             "--metrics-port",
             str(metrics_port),
-        ],
+            records_file=records,
+        ),
         cwd=REPO,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
