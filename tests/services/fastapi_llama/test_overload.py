@@ -23,7 +23,7 @@ def small_server(tiny_model, server_tmp):
 
 def _fill(url: str, started: threading.Event) -> list[threading.Thread]:
     # Long enough to outlast the three probes below on a loaded machine.
-    body = {"inputs": "Busy", "parameters": {"max_new_tokens": 1500}}
+    body = {"inputs": "Busy", "parameters": {"max_new_tokens": 800}}
     threads = [threading.Thread(target=stream, args=(f"{url}/generate_stream", body)) for _ in range(LIMIT)]
     for t in threads:
         t.start()
@@ -40,7 +40,7 @@ def test_overload_answers_429_and_stream_error_event(small_server):
     threads = _fill(url, threading.Event())
     _wait_full(url)
 
-    r = httpx.post(f"{url}/generate", json={"inputs": "One more", "parameters": {"max_new_tokens": 2}})
+    r = httpx.post(f"{url}/generate", json={"inputs": "One more", "parameters": {"max_new_tokens": 2}}, timeout=60)
     assert r.status_code == 429
     validate(r.json(), named("ErrorResponse"))
     assert r.json()["error_type"] == "overloaded"
@@ -60,5 +60,5 @@ def test_overload_answers_429_and_stream_error_event(small_server):
         == 3
     )
     # Capacity comes back once the load is gone.
-    r = httpx.post(f"{url}/generate", json={"inputs": "Now", "parameters": {"max_new_tokens": 2}})
+    r = httpx.post(f"{url}/generate", json={"inputs": "Now", "parameters": {"max_new_tokens": 2}}, timeout=60)
     assert r.status_code == 200
