@@ -33,7 +33,7 @@ def wait_for_records(path: Path, at_least: int, status: str | None = None, timeo
         count,
         lambda n: n >= at_least,
         timeout=timeout,
-        what=f"{at_least} {status or ''} records in {path}",
+        what=f"{at_least} {status + ' ' if status else ''}records in {path}",
         show=lambda n: f"{n} records",
         log=(path.parent / "locust.log").read_text,
     )
