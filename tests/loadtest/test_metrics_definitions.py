@@ -5,26 +5,7 @@ from __future__ import annotations
 import pytest
 
 from llm_loadtest.metrics import SLO, summarize
-from llm_loadtest.records import RequestRecord
-
-
-def rec(status="ok", ttft=0.1, e2e=1.0, tokens=10, server=10, start=0.0, users=2) -> RequestRecord:
-    itl = (e2e - ttft) / (tokens - 1) if status == "ok" and tokens >= 2 else None
-    return RequestRecord(
-        request_id="x",
-        target="t",
-        api="tgi",
-        users=users,
-        max_new_tokens=16,
-        status=status,
-        start=start,
-        ttft_s=ttft,
-        e2e_s=e2e,
-        itl_s=itl,
-        output_tokens=tokens,
-        server_tokens=server,
-        finish_reason="length",
-    )
+from tests.support.records import rec
 
 
 def test_throughput_latency_and_errors():
