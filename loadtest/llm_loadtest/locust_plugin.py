@@ -254,9 +254,7 @@ def install(event_hooks: Any = events) -> None:
             from prometheus_client import start_http_server
 
             start_http_server(_options(environment).metrics_port, addr="127.0.0.1", registry=state.registry)
-
-    @event_hooks.quitting.add_listener
-    def _on_quit(environment: Environment, **_: Any) -> None:
-        state = getattr(environment, STATE_KEY, None)
-        if state is not None:
-            state.close()
+        # Closed on `quit`, which Locust fires after its runner has stopped the users, not on `quitting`, which
+        # comes before: a user stopped at shutdown still writes its cancelled record (on a closed file, users
+        # looped on "I/O operation on closed file" and Locust ignored SIGTERM).
+        event_hooks.quit.add_listener(lambda **__: state.close())

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import re
+import signal
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -28,6 +30,7 @@ class WebLocust:
     url: str
     records: Path
     log: Path
+    process: subprocess.Popen
 
 
 def _status(url: str) -> int | str:
@@ -70,7 +73,7 @@ def web_locust(tmp_path) -> Iterator[WebLocust]:
         log = tmp_path / "locust.log"
         with open(log, "wb") as out:
             proc = subprocess.Popen(cmd, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-        locust = WebLocust(f"http://127.0.0.1:{port}", tmp_path / "r.jsonl", log)
+        locust = WebLocust(f"http://127.0.0.1:{port}", tmp_path / "r.jsonl", log, proc)
         try:
             wait_until(
                 lambda: _status(locust.url), lambda s: s == 200, timeout=60, what="the web UI", log=log.read_text
@@ -89,6 +92,17 @@ def web_locust(tmp_path) -> Iterator[WebLocust]:
             yield locust
         finally:
             stop(proc)
+
+
+def test_sigterm_stops_it_without_writing_to_a_closed_records_file(web_locust):
+    """Locust fires `quitting` before it stops its users: the records file must stay open until then, or the users
+    loop on "I/O operation on closed file" and Locust does not stop on SIGTERM."""
+    os.killpg(web_locust.process.pid, signal.SIGTERM)
+    web_locust.process.wait(20)  # raises if SIGTERM did not stop it
+    log = web_locust.log.read_text(errors="replace")
+    assert "closed file" not in log and "Traceback" not in log, log[-3000:]
+    records, bad = read_records(web_locust.records)
+    assert bad == 0 and records
 
 
 def test_metrics_and_live_tab(web_locust):
