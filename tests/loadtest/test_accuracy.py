@@ -52,6 +52,12 @@ def test_timings_agree_with_the_truth_at_64_streams(tmp_path, api):
     itl_err_ms = abs(np.percentile([r.itl_s for r in records], 50) - np.percentile(true_itl, 50)) * 1000
     assert ttft_err_ms < 2, f"TTFT error p50 {ttft_err_ms:.2f} ms"
     assert itl_err_ms < 2, f"ITL p50 off by {itl_err_ms:.2f} ms"
-    # And against the nominal timings, a looser check: the server's own lateness is included here.
-    assert abs(np.percentile([r.ttft_s for r in records], 50) * 1000 - TTFT_MS) < 5
-    assert abs(np.percentile([r.itl_s for r in records], 50) * 1000 - GAP_MS) < 2
+    # And against the nominal timings: the client can never see a token before the server sends it, and within the
+    # server's own lateness (from its log) the nominal timing holds. A loaded machine makes the server late; that
+    # widens the second bound, never the first.
+    server_ttft_ms = 1000 * np.percentile([e["sent"][0] - e["received"] for e in truth.values()], 50)
+    ttft_p50_ms = np.percentile([r.ttft_s for r in records], 50) * 1000
+    assert TTFT_MS <= ttft_p50_ms < max(TTFT_MS, server_ttft_ms) + 5, (ttft_p50_ms, server_ttft_ms)
+    # Tokens go out on absolute deadlines, so a late first token is followed by shorter gaps that catch up.
+    catch_up_ms = max(0.0, server_ttft_ms - TTFT_MS) / (TOKENS - 1)
+    assert np.percentile([r.itl_s for r in records], 50) * 1000 >= GAP_MS - catch_up_ms - 0.5

@@ -121,6 +121,7 @@ def test_static_makes_late_requests_wait_for_the_next_batch(static_server):
     assert finished == 2, f"short finished at {short_took:.2f}s, the long one at {long_left:.2f}s; server: {finished}"
 
 
+@pytest.mark.timeout(600)  # two rounds of 6 x 300 tokens: over 300 s with a busy loop and a second suite beside it
 def test_gauges_show_the_batch(static_server, continuous_server):
     body = {"inputs": "Gauge", "parameters": {"max_new_tokens": 300}}
     checks = {
