@@ -12,13 +12,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from llm_loadtest.processes import ProcessGroup, free_port, locust_command, run_bounded
+from llm_loadtest.processes import ProcessGroup, free_port, locust_command, run_bounded, synthetic_server_command
 from llm_loadtest.records import RequestRecord, read_records
 from llm_loadtest.results import derive
 
@@ -50,8 +49,7 @@ def main() -> None:
         work = Path(tmp)
         log = work / "server.jsonl"
         port = free_port()
-        server = [sys.executable, "-m", "llm_loadtest.synthetic_server", "--port", str(port), "--ttft-ms", "50"]
-        server += ["--gap-ms", str(a.gap_ms), "--tokens", str(a.tokens), "--log", str(log)]
+        server = synthetic_server_command(port, 50, a.gap_ms, a.tokens, log=log)
         url = f"http://127.0.0.1:{port}"
         group.start_ready("synthetic-server", server, f"{url}/health", timeout=30)
         for users in [int(u) for u in a.users.split(",")]:

@@ -102,6 +102,15 @@ def locust_command(host: str, *args: str, records_file: Path | None = None, head
     return [*cmd, *args]
 
 
+def synthetic_server_command(
+    port: int, ttft_ms: float, gap_ms: float, tokens: int, behavior: str = "ok", log: Path | None = None
+) -> list[str]:
+    """The known-timing synthetic server (llm_loadtest.synthetic_server), logging what it sent to `log`."""
+    cmd = [sys.executable, "-m", "llm_loadtest.synthetic_server", "--port", str(port), "--ttft-ms", str(ttft_ms)]
+    cmd += ["--gap-ms", str(gap_ms), "--tokens", str(tokens), "--behavior", behavior]
+    return cmd + (["--log", str(log)] if log is not None else [])
+
+
 # Running them.
 
 

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from llm_loadtest.processes import LOCUSTFILE, locust_command, wait_ready
+from llm_loadtest.processes import LOCUSTFILE, locust_command, synthetic_server_command, wait_ready
 from tests.support.servers import REPO, free_port, stop
 
 __all__ = ["LOCUSTFILE", "run_locust", "start_synthetic_server", "synthetic_server"]
@@ -25,23 +24,7 @@ def start_synthetic_server(
 ) -> subprocess.Popen:
     """Start the synthetic server on `port` and wait until it answers (a fault test may kill and restart it);
     fails with its output if it does not."""
-    cmd = [
-        sys.executable,
-        "-m",
-        "llm_loadtest.synthetic_server",
-        "--port",
-        str(port),
-        "--ttft-ms",
-        str(ttft_ms),
-        "--gap-ms",
-        str(gap_ms),
-        "--tokens",
-        str(tokens),
-        "--behavior",
-        behavior,
-    ]
-    if log is not None:
-        cmd += ["--log", str(log)]
+    cmd = synthetic_server_command(port, ttft_ms, gap_ms, tokens, behavior, log)
     out = (log.parent if log else Path(tempfile.gettempdir())) / f"synthetic-{port}.out"
     with open(out, "ab") as f:
         proc = subprocess.Popen(cmd, cwd=REPO, stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
