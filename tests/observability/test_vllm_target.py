@@ -128,8 +128,9 @@ def test_every_client_query_shows_vllm(loaded, title, expr):
 
 
 def test_vllm_series_mean_what_the_load_says(loaded):
-    """Beyond 'returns data': 8 users in a closed loop keep vLLM's batch near 8 and its queue near 0, and the
-    server's token rate agrees with the client's."""
+    """Beyond 'returns data': vLLM's batch gauge, as the kit's rule and dashboard read it, agrees with the time its
+    requests spent running (Little's law on its own histogram), never exceeds what the client had in flight, its
+    queue stays near 0 with room for every user, and the server's token rate agrees with the client's."""
     prom, end = loaded.prometheus, loaded.loaded_at + WINDOW_S
     window, each_scrape = f"[{WINDOW_S}s]", f"[{WINDOW_S}s:1s]"
     # Read over loaded time only, [loaded_at, loaded_at + 60 s]: a window reaching back before the load was
@@ -143,20 +144,37 @@ def test_vllm_series_mean_what_the_load_says(loaded):
     )
     users = _value_at(prom, f"min_over_time(llm_client_users{window})", end)
     assert users == USERS, f"the load did not hold through the window: {users} users at the least"
-    # The 8 users finish in lockstep (same prompt, same cap): between one round and the next, while the new
-    # requests are prefilled, a reading shows a smaller batch (0 or 1 in ~30 % of them, here). The rules keep a
-    # sample every 5 s, too few for a mean, so the dashboard's series is read at every scrape: the recording
-    # rule's own expression, averaged over the window's 60 scrapes...
+    # The rules keep a sample every 5 s, too few for a mean, so the dashboard's series is read at every scrape:
+    # the recording rule's own expression, averaged over the window's 60 scrapes.
     batch = _value_at(prom, f"avg_over_time(({_rule('llm:server_batch_size')}){each_scrape})", end)
-    assert 4 <= batch <= USERS, f"batch {batch:.2f} averaged over {WINDOW_S}s of {USERS} users"
+    # How full the batch is depends on the machine: on 2 loaded cores vLLM's front end (HTTP, tokenizing,
+    # detokenizing) takes longer than the tiny model's steps, and 8 users kept 3 requests running, not 8. What
+    # cannot depend on it: the mean number running is the time requests spent running per second of window.
+    running_s = _value_at(prom, f'increase(vllm:request_inference_time_seconds_sum{{server="vllm"}}{window})', end)
+    little = running_s / WINDOW_S
+    in_flight = _client_in_flight(loaded.records, end - WINDOW_S, end)
+    # The gauge is sampled once a second while the 8 finish in lockstep (a reading is ~0 or ~8): its mean over
+    # 60 readings carries ~0.5 of sampling noise, so the bound is absolute as well as relative.
+    assert abs(batch - little) <= max(0.3 * little, 1.5), (
+        f"batch gauge {batch:.2f} on average, but requests spent {little:.2f} s running per second"
+    )
+    assert 1 <= batch <= in_flight + 0.5, f"batch {batch:.2f}, client in flight {in_flight:.2f} of {USERS} users"
     queue = _value_at(prom, f"avg_over_time(({_rule('llm:server_queue_size')}){each_scrape})", end)
     assert queue < 1, f"{queue:.2f} requests waiting on average, with room for {USERS} in the batch"
-    # ...and the recorded series the dashboard shows reaches the full batch.
+    # The recorded series the dashboard shows reaches the full batch.
     assert _value_at(prom, f'max_over_time(llm:server_batch_size{{server="vllm"}}{window})', end) == USERS
     server = _value(prom, 'llm:server_output_tokens:rate1m{server="vllm"}', loaded)
     client = _value(prom, 'sum(llm:client_output_tokens:rate1m{target="vllm"})', loaded)
     assert server > 0 and abs(server - client) / server < 0.25, (server, client)
     assert any(v in e for _, e in SERVER_QUERIES for v in VLLM_ONLY), "the dashboard shows vLLM's own series"
+
+
+def _client_in_flight(records_file: Path, start: float, end: float) -> float:
+    """The client's mean number of requests in flight over [start, end], from its records: each request's
+    overlap with the window, summed, over the window's length."""
+    records, _ = read_records(records_file)
+    busy = sum(max(0.0, min(r.start + r.e2e_s, end) - max(r.start, start)) for r in records)
+    return busy / (end - start)
 
 
 def _rule(record: str) -> str:
