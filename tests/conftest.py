@@ -11,6 +11,8 @@ import pytest
 from tests.support.servers import RunningServer, fastapi_llama, tiny_model_path
 
 REQUIRE_BINARIES = os.environ.get("LLMKIT_REQUIRE_SYSTEM_BINARIES") == "1"
+# Before any test imports torch: the in-process engine tests run in this process (make test sets it too).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 def missing(message: str) -> NoReturn:

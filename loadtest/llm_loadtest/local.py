@@ -28,6 +28,7 @@ from llm_loadtest.processes import (
     fastapi_llama_command,
     free_port,
     locust_command,
+    tiny_model_env,
     vllm_command,
     wait_ready,
 )
@@ -54,7 +55,7 @@ def start_engines(group: ProcessGroup, engines: list[str], model: str, max_users
             # Limits that admit every user of the sweep at once: the sweep measures batching, not refusals.
             flags = ("--batching", engine, "--max-concurrent-requests", str(max(128, max_users * 2)))
             flags += ("--max-batch-size", str(max(64, max_users)))
-            proc = group.start(name, fastapi_llama_command(model, port, *flags), env={"HF_HUB_OFFLINE": "1"})
+            proc = group.start(name, fastapi_llama_command(model, port, *flags), env=tiny_model_env())
             print(f"  starting fastapi-llama --batching {engine} on {url}", flush=True)
         started.append((engine, api, url, proc))
     for engine, _, url, proc in started:

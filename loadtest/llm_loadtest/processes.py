@@ -28,6 +28,19 @@ LOG_TAIL_LINES = 20
 VLLM_ENV = {"HF_HUB_OFFLINE": "1", "VLLM_CPU_KVCACHE_SPACE": "1"}
 
 
+def tiny_model_env() -> dict[str, str]:
+    """The environment of a fastapi-llama started on this machine's CPU (local mode, benchmarks, tests).
+
+    One torch thread unless OMP_NUM_THREADS says otherwise: torch's OpenMP threads spin at each barrier, so with
+    two of them and another busy process on one of two cores, 200 steps of the tiny model took 3.75 s instead of
+    1.0 s (one thread: 1.2 s either way). Several servers and Locust share the cores in local mode and tests."""
+    return {
+        "HF_HUB_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
+    }
+
+
 class StartError(RuntimeError):
     """A process exited or did not become ready; the message ends with its log's last lines."""
 

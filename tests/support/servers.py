@@ -17,6 +17,7 @@ from llm_loadtest.processes import (
     fastapi_llama_command,
     free_port,
     stop_process,
+    tiny_model_env,
     vllm_command,
     vllm_python,
     wait_ready,
@@ -63,8 +64,8 @@ def fastapi_llama(tmp_dir: Path, *extra_args: str, timeout: float = 60) -> Itera
     """`fastapi-llama` on the tiny model, as a user starts it, on a free loopback port."""
     port = free_port()
     cmd = fastapi_llama_command(tiny_model_path(), port, *extra_args)
-    env = {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    with running(cmd, f"http://127.0.0.1:{port}", tmp_dir / f"fastapi-llama-{port}.log", timeout, env) as server:
+    log = tmp_dir / f"fastapi-llama-{port}.log"
+    with running(cmd, f"http://127.0.0.1:{port}", log, timeout, tiny_model_env()) as server:
         yield server
 
 

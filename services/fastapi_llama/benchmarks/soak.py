@@ -32,7 +32,7 @@ import psutil
 
 from llm_loadtest.client import Target
 from llm_loadtest.local import interruptible
-from llm_loadtest.processes import ProcessGroup, fastapi_llama_command, free_port
+from llm_loadtest.processes import ProcessGroup, fastapi_llama_command, free_port, tiny_model_env
 from llm_loadtest.records import RequestRecord, read_records
 from llm_loadtest.sweep import SweepConfig, SweepError, run_sweep
 
@@ -137,7 +137,7 @@ def soak_mode(group: ProcessGroup, args: argparse.Namespace, mode: str, out: Pat
         str(args.max_batch_size),
     )
     cmd = fastapi_llama_command(args.model_id, port, "--batching", mode, *limits)
-    server = group.start_ready(f"fastapi-llama-{mode}", cmd, f"{url}/health", env={"HF_HUB_OFFLINE": "1"})
+    server = group.start_ready(f"fastapi-llama-{mode}", cmd, f"{url}/health", env=tiny_model_env())
     fresh_request(url)  # warm-up: the first request pays for lazy set-up
     sampler = MemorySampler(server.proc.pid)
     rss_start = sampler.rss()
