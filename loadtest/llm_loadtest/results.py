@@ -84,6 +84,15 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def host_facts() -> dict[str, Any]:
+    return {
+        "cpu": _cpu_model(),
+        "cores": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+    }
+
+
 @dataclass(frozen=True)
 class RunInfo:
     """Written first, so a run's settings and conditions survive whatever happens to it."""
@@ -91,14 +100,7 @@ class RunInfo:
     settings: dict[str, Any]
     schema_version: int = SCHEMA_VERSION
     created: float = field(default_factory=time.time)
-    host: dict[str, Any] = field(
-        default_factory=lambda: {
-            "cpu": _cpu_model(),
-            "cores": os.cpu_count(),
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-        }
-    )
+    host: dict[str, Any] = field(default_factory=host_facts)
     versions: dict[str, str | None] = field(
         default_factory=lambda: {p: _version(p) for p in ("llm-loadtest", "locust", "torch", "transformers")}
     )

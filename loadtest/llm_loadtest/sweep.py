@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from llm_loadtest.client import RequestSpec, Target, stream_request
 from llm_loadtest.http import Connection
@@ -20,7 +21,16 @@ from llm_loadtest.metrics import SLO, StepSummary
 from llm_loadtest.processes import locust_command, log_tail, run_bounded
 from llm_loadtest.prompts import load_prompts
 from llm_loadtest.records import read_records
-from llm_loadtest.results import Results, RunInfo, StepFacts, append_facts, derive, read_facts, write_summaries
+from llm_loadtest.results import (
+    Results,
+    RunInfo,
+    StepFacts,
+    append_facts,
+    derive,
+    host_facts,
+    read_facts,
+    write_summaries,
+)
 
 ARTICLE_USERS = (1, 5, 10, 25, 50, 100, 200, 300)  # the article's concurrency steps
 
@@ -43,6 +53,9 @@ class SweepConfig:
     slo: SLO = field(default_factory=SLO)
     out: Path = Path("results/sweep")
     locust_args: list[str] = field(default_factory=list)  # passed through to every Locust run
+    host_extra: dict[str, Any] = field(default_factory=dict)  # facts the load tester cannot see, e.g. the GPU
+    note: str | None = None  # what the run is, for the report's reader (gpu-check: random weights)
+    budget_s: float | None = None  # steps not begun when this much time has passed are skipped, and said so
 
     @property
     def step_deadline_s(self) -> float:
@@ -129,7 +142,8 @@ def settings(cfg: SweepConfig) -> dict:
 
 def run_sweep(cfg: SweepConfig, progress: Callable[[str], None] = print) -> list[StepSummary]:
     cfg.out.mkdir(parents=True, exist_ok=True)
-    run = RunInfo(settings(cfg))
+    t0 = time.monotonic()
+    run = RunInfo(settings(cfg), host={**host_facts(), **cfg.host_extra})
     run.write(cfg.out)
     records_path, facts_path, log = cfg.out / "requests.jsonl", cfg.out / "steps.jsonl", cfg.out / "locust.log"
     results = Results([], slo=cfg.slo, run=run)
@@ -139,6 +153,9 @@ def run_sweep(cfg: SweepConfig, progress: Callable[[str], None] = print) -> list
         for max_new_tokens in cfg.max_new_tokens:
             warm_up(cfg, target, max_new_tokens)
             for users in cfg.users:
+                if cfg.budget_s is not None and time.monotonic() - t0 > cfg.budget_s:
+                    progress(f"time budget of {cfg.budget_s:g}s spent: the last {total - n} of {total} steps skipped")
+                    return results.summaries
                 n += 1
                 done = run_bounded(step_command(cfg, target, users, max_new_tokens), log, cfg.step_deadline_s)
                 facts = StepFacts(

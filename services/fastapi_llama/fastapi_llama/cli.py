@@ -50,7 +50,9 @@ def main(argv: list[str] | None = None) -> None:
     except ValueError as exc:
         sys.exit(f"fastapi-llama: {exc}")
     t0 = time.perf_counter()
-    model, tokenizer = load(settings.model_id, settings.revision, settings.dtype)
+    model, tokenizer = load(
+        settings.model_id, settings.revision, settings.dtype, settings.device, settings.random_weights
+    )
     metrics = ServerMetrics()
     engine = build_engine(settings, model, tokenizer)
     engine.start()

@@ -16,6 +16,8 @@ class Settings:
     hostname: str = "127.0.0.1"
     port: int = 8000
     dtype: str | None = None
+    device: str | None = None
+    random_weights: bool = False
     max_concurrent_requests: int = 128
     max_input_tokens: int = 1024
     max_total_tokens: int = 2048
@@ -34,6 +36,8 @@ class Settings:
             raise ValueError("--max-concurrent-requests must be at least 1")
         if self.max_batch_size < 1 or self.batch_wait_ms < 0 or self.max_batch_prefill_tokens < 1:
             raise ValueError("--max-batch-size and --max-batch-prefill-tokens must be >= 1, --batch-wait-ms >= 0")
+        if self.device is not None and self.device.split(":")[0] not in ("cpu", "cuda"):
+            raise ValueError("--device must be cpu, cuda or cuda:N")
         if self.batching not in BATCHING_MODES:
             raise ValueError(f"--batching must be one of {', '.join(BATCHING_MODES)}")
 
@@ -46,6 +50,12 @@ _FLAGS: dict[str, tuple[str, str]] = {
     "hostname": ("FASTAPI_LLAMA_HOSTNAME", "Address to listen on. Use 0.0.0.0 in a container."),
     "port": ("PORT", "Port to listen on."),
     "dtype": ("DTYPE", "float16, bfloat16 or float32. Default: bfloat16 on a GPU, float32 on the CPU."),
+    "device": ("DEVICE", "cuda, cuda:N or cpu. Default: cuda when there is a GPU, else cpu."),
+    "random_weights": (
+        "RANDOM_WEIGHTS",
+        "Build the model from --model-id's config.json with random weights made on the device (a model shape from "
+        "fastapi-llama-shape): measures serving cost, not text; greedy outputs run to their cap.",
+    ),
     "max_concurrent_requests": (
         "MAX_CONCURRENT_REQUESTS",
         "Requests in flight (queued + running) before new ones get 429 / an overloaded event.",
