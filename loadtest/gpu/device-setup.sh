@@ -8,6 +8,7 @@ venv=${2:-.gl/venv}
 python3 -m venv --system-site-packages --without-pip "$venv"
 pip=("$venv/bin/python" -m pip install -q --no-index --find-links "$wheels")
 "${pip[@]}" -r "$wheels/requirements.txt"
-"${pip[@]}" --no-build-isolation -e services/fastapi_llama -e .
+# Their dependencies are the wheels above and the machine's torch and numpy; matplotlib stays out (charts later).
+"${pip[@]}" --no-deps --no-build-isolation -e services/fastapi_llama -e .
 touch "$venv/.installed"  # make: this venv is installed; do not build .venv's torch
 "$venv/bin/python" -c 'import torch, transformers; print("torch", torch.__version__, "cuda", torch.cuda.is_available(), "transformers", transformers.__version__)'

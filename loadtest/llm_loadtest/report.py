@@ -71,7 +71,11 @@ CHARTS = {
 
 
 def render_charts(report: Results, directory: Path) -> list[str]:
-    import matplotlib
+    """The charts drawn, or none where matplotlib is missing (gpu-check's offline GPU machine leaves it out)."""
+    try:
+        import matplotlib
+    except ImportError:
+        return []
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -109,6 +113,8 @@ def render_markdown(report: Results, charts: Sequence[str]) -> str:
     if report.bad_lines:
         out.append(f"\n{report.bad_lines} unreadable line(s) in requests.jsonl were skipped (a run killed mid-write).")
     out += ["", *[f"![{name[:-4]}]({name})" for name in charts], ""]
+    if not charts:
+        out += ["No charts: matplotlib is not installed here; `llm-loadtest report DIR` where it is draws them.", ""]
     out += [
         "## Steps",
         "",
