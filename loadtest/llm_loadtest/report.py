@@ -9,6 +9,7 @@ from pathlib import Path
 
 from llm_loadtest.capacity import capacity_markdown
 from llm_loadtest.metrics import STATUSES
+from llm_loadtest.reconcile import reconcile_markdown
 from llm_loadtest.results import Results, load
 
 # Charts: small pure functions (ax, report) -> None.
@@ -141,8 +142,8 @@ def render_markdown(report: Results, charts: Sequence[str], directory: Path | No
 
 
 def extra_sections(report: Results, directory: Path | None) -> list[str]:
-    """Sections of their own modules: capacity (from the steps, or capacity.json)."""
-    return capacity_markdown(report.summaries, report.slo, directory)
+    """Sections of their own modules: capacity (from the steps, or capacity.json); client against server."""
+    return [*capacity_markdown(report.summaries, report.slo, directory), *reconcile_markdown(directory)]
 
 
 def speedup_tables(report: Results) -> list[str]:
