@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import subprocess
 
-from llm_loadtest.reconcile import TGI, StepWindow, compare, increase, isolated, read_reconcile
+from llm_loadtest.reconcile import TGI, StepWindow, compare, increase, isolated, quiet_edges, read_reconcile
 from tests.conftest import require_binary
 from tests.support.loadgen import synthetic_server
 from tests.support.records import rec
@@ -33,6 +33,19 @@ def test_a_window_is_isolated_by_scrapes_between_it_and_its_neighbours():
     assert not isolated([10.5, 11.5, 12.5], window, prev_end=None, next_start=None)  # no scrape before it
 
 
+def test_a_request_no_record_holds_in_flight_at_an_edge_breaks_the_isolation():
+    window = StepWindow("t", 2, 16, start=10.0, end=12.0, records=[])
+    scrapes = [9.5, 10.5, 11.5, 12.5]
+    arrived = {"": [(9.5, 2.0), (10.5, 4.0), (11.5, 4.0), (12.5, 4.0)]}
+    succeeded = {"": [(9.5, 2.0), (10.5, 2.0), (11.5, 3.0), (12.5, 4.0)]}
+    assert quiet_edges(scrapes, window, arrived, [succeeded])
+    # The next token cap's warm-up arrived before the scrape after the window: one more in flight there.
+    late = {"": [*arrived[""][:-1], (12.5, 5.0)]}
+    assert not quiet_edges(scrapes, window, late, [succeeded])
+    failed = {'{"err": "overloaded"}': [(12.5, 1.0)]}  # ...unless it failed (a refusal, say)
+    assert quiet_edges(scrapes, window, late, [succeeded, failed])
+
+
 def test_a_gap_is_flagged_only_in_an_isolated_window():
     window = StepWindow("t", 4, 16, start=10.0, end=12.0, records=[rec() for _ in range(4)])
     requests = TGI[0]
@@ -40,6 +53,11 @@ def test_a_gap_is_flagged_only_in_an_isolated_window():
     lying = compare(window, requests, 3.0, None, alone=True)
     assert (lying.gap, lying.isolated, lying.flagged) == (-0.25, True, True)
     assert compare(window, requests, 5.0, None, alone=False).flagged is False
+    e2e = TGI[3]  # client mean 1.0 s
+    assert compare(window, e2e, 0.95, 1.0, alone=True).flagged is False  # 5 %
+    assert compare(window, e2e, 0.8, 1.0, alone=True).flagged is True  # 20 %
+    short = StepWindow("t", 4, 16, start=10.0, end=12.0, records=[rec(e2e=0.1) for _ in range(4)])
+    assert compare(short, e2e, 0.085, 1.0, alone=True).flagged is False  # 15 %, but 15 ms
 
 
 def test_bench_sets_each_steps_figures_against_the_servers(tmp_path):
