@@ -28,7 +28,7 @@ from unittest import mock
 ROOT = Path(__file__).resolve().parents[1]
 CLI_MD = ROOT / "docs" / "cli.md"
 WIDTH = 100  # COLUMNS for argparse: it wraps help at COLUMNS - 2
-LOADTEST_COMMANDS = ("sweep", "report", "bench", "live", "gpu-check")
+LOADTEST_COMMANDS = ("sweep", "capacity", "report", "bench", "live", "gpu-check")
 
 
 def help_text(build_parser: Callable[[], argparse.ArgumentParser], *args: str) -> str:

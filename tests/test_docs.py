@@ -99,14 +99,26 @@ def test_metric_tables_name_every_metric() -> None:
 
 
 def test_results_doc_names_every_field() -> None:
+    from llm_loadtest.capacity import CapacitySearch, CapacitySLO, Probe, TargetCapacity
     from llm_loadtest.metrics import StepSummary
+    from llm_loadtest.reconcile import Comparison
     from llm_loadtest.records import RequestRecord
     from llm_loadtest.results import RunInfo, StepFacts
 
     text = (REPO / "docs" / "results.md").read_text(encoding="utf-8")
     missing = [
         f"{cls.__name__}.{f.name}"
-        for cls in (RequestRecord, StepSummary, StepFacts, RunInfo)
+        for cls in (
+            RequestRecord,
+            StepSummary,
+            StepFacts,
+            RunInfo,
+            CapacitySearch,
+            CapacitySLO,
+            TargetCapacity,
+            Probe,
+            Comparison,
+        )
         for f in fields(cls)
         if f"`{f.name}`" not in text
     ]

@@ -1,12 +1,14 @@
 """`llm-loadtest`: load LLM servers and report what they sustain.
 
-  sweep   targets x max-new-tokens x concurrency, headless, with Locust; writes a results directory
-  report  render report.md and charts again from a results directory (no load)
-  bench   local mode end to end: start the services on a model, Prometheus, the sweep and the report
-  live    local services, Prometheus and the Locust web UI, left running until Ctrl-C
-  gpu-check  the article's experiment on one GPU: a Llama-2-13B-shaped model with random weights, naive vs continuous
+  sweep      targets x max-new-tokens x concurrency, headless, with Locust; writes a results directory
+  capacity   per target, search the most concurrent requests that meet an SLO; writes a results directory
+  report     render report.md and charts again from a results directory (no load)
+  bench      local mode end to end: start the services on a model, Prometheus, the sweep and the report
+  live       local services, Prometheus and the Locust web UI, left running until Ctrl-C
+  gpu-check  the article's experiment on one GPU: a Llama-2-13B-shaped model with random weights
 
-`sweep` and `bench` take the same load flags; they differ in defaults (bench: the tiny model's short sweep).
+`sweep`, `capacity` and `bench` take the same load flags; they differ in defaults (bench: the tiny model's short
+sweep; capacity: 10s per probe, the users chosen by the search).
 """
 
 from __future__ import annotations
@@ -64,8 +66,12 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: {message} (see --help)\n")
 
 
-def _add_load_flags(p: argparse.ArgumentParser, *, target_required: bool, targets: bool = True) -> None:
-    """The flags of the load itself, shared by sweep, bench and gpu-check (which starts its own targets)."""
+def _add_load_flags(
+    p: argparse.ArgumentParser, *, target_required: bool, targets: bool = True, steps: bool = True
+) -> None:
+    """The flags of the load itself, shared by sweep, capacity, bench and gpu-check. `targets=False` (gpu-check):
+    it starts its own. `steps=False` (capacity): no --users and no goodput SLO, as the search chooses the users and
+    takes an SLO of its own."""
     if targets:
         p.add_argument(
             "--target",
@@ -76,7 +82,8 @@ def _add_load_flags(p: argparse.ArgumentParser, *, target_required: bool, target
             help="a server to load; repeat for several (api: " + " or ".join(DIALECTS) + "; default --api)",
         )
         p.add_argument("--api", choices=sorted(DIALECTS), default="tgi", help="default dialect of the targets")
-    p.add_argument("--users", type=_int_list, help="concurrency steps, e.g. 1,5,10")
+    if steps:
+        p.add_argument("--users", type=_int_list, help="concurrency steps, e.g. 1,5,10")
     p.add_argument("--max-new-tokens", type=_int_list, help="token caps, e.g. 128,256")
     p.add_argument("--duration", type=_duration, default=None, help="per step, e.g. 20s")
     p.add_argument("--requests", type=int, default=None, help="per step: stop after this many requests")
@@ -102,8 +109,9 @@ def _add_load_flags(p: argparse.ArgumentParser, *, target_required: bool, target
     )
     p.add_argument("--prompts", help="default, same (the article's setup: one prompt every time) or a file")
     p.add_argument("--processes", type=int, default=1, help="Locust processes generating the load (default 1)")
-    p.add_argument("--slo-ttft", type=_duration, default=2.0, help="goodput SLO on TTFT (default 2s)")
-    p.add_argument("--slo-itl", type=_duration, default=0.1, help="goodput SLO on ITL (default 100ms)")
+    if steps:
+        p.add_argument("--slo-ttft", type=_duration, default=2.0, help="goodput SLO on TTFT (default 2s)")
+        p.add_argument("--slo-itl", type=_duration, default=0.1, help="goodput SLO on ITL (default 100ms)")
 
 
 def _add_local_flags(p: argparse.ArgumentParser) -> None:
@@ -122,7 +130,7 @@ def _add_local_flags(p: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="llm-loadtest", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{sweep,report,bench,live,gpu-check}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{sweep,capacity,report,bench,live,gpu-check}")
 
     sweep = sub.add_parser(
         "sweep",
@@ -134,6 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--model", default=None, help="model name sent to openai targets")
     sweep.add_argument("--out", type=Path, required=True, help="results directory (requests.jsonl, summaries)")
     sweep.add_argument("--no-report", action="store_true", help="do not render report.md at the end")
+
+    _add_capacity_parser(sub)
 
     report = sub.add_parser("report", help="render report.md and charts from a results directory")
     report.add_argument("directory", type=Path)
@@ -193,6 +203,27 @@ def _add_gpu_check(sub: argparse._SubParsersAction) -> None:
         warmup=1,
         request_timeout=gpu_check.REQUEST_TIMEOUT_S,
     )
+
+
+def _add_capacity_parser(sub: argparse._SubParsersAction) -> None:
+    capacity = sub.add_parser(
+        "capacity",
+        help="per target, search the most concurrent requests that meet an SLO",
+        description="Per target and token cap, double the concurrent requests from 1 until a probe misses the SLO, "
+        "then bisect to the most that meet it. Each probe is one closed-loop step (10s unless --duration or a "
+        "request count says otherwise); its records land in --out like a sweep's, the answer in capacity.json.",
+    )
+    _add_load_flags(capacity, target_required=True, steps=False)
+    capacity.set_defaults(max_new_tokens=[128], prompts="default")
+    capacity.add_argument("--slo-ttft-p95", type=_duration, default=2.0, help="SLO: TTFT p95 at most (default 2s)")
+    capacity.add_argument("--slo-itl-p95", type=_duration, default=0.1, help="SLO: ITL p95 at most (default 100ms)")
+    capacity.add_argument(
+        "--max-error-rate", type=float, default=0.01, help="SLO: failed requests at most this share (default 0.01)"
+    )
+    capacity.add_argument("--max-users", type=int, default=256, help="search no higher (default 256)")
+    capacity.add_argument("--model", default=None, help="model name sent to openai targets")
+    capacity.add_argument("--out", type=Path, required=True, help="results directory (records, capacity.json)")
+    capacity.add_argument("--no-report", action="store_true", help="do not render report.md at the end")
 
 
 def _targets(args: argparse.Namespace, command: str) -> list[Target]:
@@ -264,6 +295,30 @@ def cmd_sweep(args: argparse.Namespace) -> None:
     print(f"results: {args.out}")
 
 
+def cmd_capacity(args: argparse.Namespace) -> None:
+    from llm_loadtest.capacity import CapacitySLO
+    from llm_loadtest.capacity_search import CapacityConfig, run_capacity
+    from llm_loadtest.sweep import SweepError
+
+    if args.max_users < 1 or not 0 <= args.max_error_rate <= 1:
+        sys.exit("llm-loadtest capacity: --max-users must be at least 1 and --max-error-rate within 0..1")
+    if args.duration is None and args.requests is None and args.requests_per_user is None:
+        args.duration = 10.0  # a short probe: the search runs many
+    # The search chooses the users; goodput (in the summaries) uses the search's thresholds.
+    args.users, args.slo_ttft, args.slo_itl, args.model_name = [1], args.slo_ttft_p95, args.slo_itl_p95, args.model
+    slo = CapacitySLO(args.slo_ttft_p95, args.slo_itl_p95, args.max_error_rate)
+    cfg = CapacityConfig(_sweep_config(args, _targets(args, "capacity"), args.out), slo, args.max_users)
+    try:
+        run_capacity(cfg)
+    except SweepError as exc:
+        if (args.out / "requests.jsonl").exists() and not args.no_report:
+            _report(args.out)
+        sys.exit(f"llm-loadtest capacity: {exc}")
+    if not args.no_report:
+        _report(args.out)
+    print(f"results: {args.out}")
+
+
 def _local_config(args: argparse.Namespace, targets: list[Target]):
     from llm_loadtest.local import LocalConfig
 
@@ -310,6 +365,7 @@ def cmd_gpu_check(args: argparse.Namespace) -> None:
 
 COMMANDS = {
     "sweep": cmd_sweep,
+    "capacity": cmd_capacity,
     "report": cmd_report,
     "bench": cmd_bench,
     "live": cmd_live,

@@ -32,6 +32,7 @@ from llm_loadtest.processes import (
     vllm_command,
     wait_ready,
 )
+from llm_loadtest.reconcile import Prometheus, ReconcileError, reconcile_run
 from llm_loadtest.report import write_report
 from llm_loadtest.sweep import SweepConfig, SweepError, run_sweep
 
@@ -91,7 +92,9 @@ def start_prometheus(group: ProcessGroup, out: Path, targets: list[Target], locu
         return None
     port = free_port()
     config = out / "prometheus.yml"
-    config.write_text(json.dumps(prometheus_config(targets, locust_metrics), indent=2))  # JSON is YAML
+    # Every 250 ms: reconciliation needs a scrape between two steps, and the next step's Locust starts 0.7 s
+    # after the last one's end here.
+    config.write_text(json.dumps(prometheus_config(targets, locust_metrics, "250ms"), indent=2))  # JSON is YAML
     url = f"http://127.0.0.1:{port}"
     cmd = [
         binary,
@@ -103,6 +106,21 @@ def start_prometheus(group: ProcessGroup, out: Path, targets: list[Target], locu
     group.start_ready("prometheus", cmd, f"{url}/-/ready", timeout=60)
     print(f"  prometheus on {url}", flush=True)
     return url
+
+
+def reconcile_servers(prometheus: str, out: Path) -> None:
+    """The sweep's figures against the servers' own (reconcile.jsonl); a Prometheus that fails only costs that."""
+    try:
+        comparisons = reconcile_run(prometheus, out)
+    except ReconcileError as exc:
+        print(f"  reconciliation with the servers skipped: {exc}", flush=True)
+        return
+    flagged = sorted({f"{c.target} {c.figure}" for c in comparisons if c.flagged})
+    print(
+        f"  client against server: {len(comparisons)} figures, {len(flagged)} differing"
+        + (f" ({', '.join(flagged)})" if flagged else ""),
+        flush=True,
+    )
 
 
 def new_results_dir(root: Path) -> Path:
@@ -159,6 +177,9 @@ def bench(local: LocalConfig, sweep: SweepConfig) -> int:
             metrics_port = free_port()
             loadtest_metrics = f"127.0.0.1:{metrics_port}"
             prometheus = start_prometheus(group, out, targets, loadtest_metrics) if local.prometheus else None
+            if prometheus:  # the first step's window needs a scrape before it
+                for t in targets:
+                    Prometheus(prometheus).wait_scraped(t.name, 0.0)
             cfg = replace(
                 sweep, targets=targets, out=out, locust_args=[*sweep.locust_args, "--metrics-port", str(metrics_port)]
             )
@@ -168,6 +189,8 @@ def bench(local: LocalConfig, sweep: SweepConfig) -> int:
                 flush=True,
             )
             run_sweep(cfg)
+            if prometheus:
+                reconcile_servers(prometheus, out)
             report = write_report(out)
             if prometheus:
                 (out / "prometheus.txt").write_text(
@@ -178,7 +201,7 @@ def bench(local: LocalConfig, sweep: SweepConfig) -> int:
     except KeyboardInterrupt:
         print(f"\ninterrupted: everything started was stopped; finished requests are in {out}/requests.jsonl")
         return 130
-    except (SweepError, StartError, ValueError) as exc:
+    except (SweepError, StartError, ReconcileError, ValueError) as exc:
         print(f"llm-loadtest bench: {exc}", file=sys.stderr)
         return 1
     print(f"\nreport: {report}  ({time.monotonic() - t0:.0f} s)")

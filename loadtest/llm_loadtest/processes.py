@@ -15,6 +15,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -116,12 +117,19 @@ def locust_command(host: str, *args: str, records_file: Path | None = None, head
 
 
 def synthetic_server_command(
-    port: int, ttft_ms: float, gap_ms: float, tokens: int, behavior: str = "ok", log: Path | None = None
+    port: int,
+    ttft_ms: float,
+    gap_ms: float,
+    tokens: int,
+    behavior: str = "ok",
+    log: Path | None = None,
+    extra: Sequence[str] = (),
 ) -> list[str]:
-    """The known-timing synthetic server (llm_loadtest.synthetic_server), logging what it sent to `log`."""
+    """The known-timing synthetic server (llm_loadtest.synthetic_server), logging what it sent to `log`; `extra`:
+    its other flags (`--slow-above N`, `--metrics-skip-every K`)."""
     cmd = [sys.executable, "-m", "llm_loadtest.synthetic_server", "--port", str(port), "--ttft-ms", str(ttft_ms)]
     cmd += ["--gap-ms", str(gap_ms), "--tokens", str(tokens), "--behavior", behavior]
-    return cmd + (["--log", str(log)] if log is not None else [])
+    return cmd + (["--log", str(log)] if log is not None else []) + list(extra)
 
 
 # Running them.

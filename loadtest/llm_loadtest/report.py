@@ -7,7 +7,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from llm_loadtest.capacity import capacity_markdown
 from llm_loadtest.metrics import STATUSES
+from llm_loadtest.reconcile import reconcile_markdown
 from llm_loadtest.results import Results, load
 
 # Charts: small pure functions (ax, report) -> None.
@@ -93,7 +95,8 @@ def _fmt(v: float | None, scale: float = 1.0, digits: int = 3) -> str:
     return "-" if v is None else f"{v * scale:.{digits}f}"
 
 
-def render_markdown(report: Results, charts: Sequence[str]) -> str:
+def render_markdown(report: Results, charts: Sequence[str], directory: Path | None = None) -> str:
+    """`directory`: where the run's other raw files are (capacity.json), when rendering a saved run."""
     out = ["# LLM serving benchmark report", ""]
     out.append(
         f"Every figure below is computed from `requests.jsonl` ({sum(s.requests for s in report.summaries)} "
@@ -144,7 +147,13 @@ def render_markdown(report: Results, charts: Sequence[str]) -> str:
             + f" | {s.goodput:.2f} | {', '.join(flags) or '-'} |"
         )
     out += ["", *speedup_tables(report)]
+    out += extra_sections(report, directory)
     return "\n".join(out) + "\n"
+
+
+def extra_sections(report: Results, directory: Path | None) -> list[str]:
+    """Sections of their own modules: capacity (from the steps, or capacity.json); client against server."""
+    return [*capacity_markdown(report.summaries, report.slo, directory), *reconcile_markdown(directory)]
 
 
 def speedup_tables(report: Results) -> list[str]:
@@ -190,5 +199,5 @@ def write_report(directory: Path) -> Path:
         raise ValueError(f"{directory}: no requests in requests.jsonl")
     charts = render_charts(report, directory)
     path = directory / "report.md"
-    path.write_text(render_markdown(report, charts))
+    path.write_text(render_markdown(report, charts, directory))
     return path

@@ -140,10 +140,13 @@ def settings(cfg: SweepConfig) -> dict:
     return {**asdict(cfg), "out": str(cfg.out)}
 
 
-def run_sweep(cfg: SweepConfig, progress: Callable[[str], None] = print) -> list[StepSummary]:
+def run_sweep(
+    cfg: SweepConfig, progress: Callable[[str], None] = print, run: RunInfo | None = None
+) -> list[StepSummary]:
+    """`run`: the run this sweep is part of (a capacity search's probes), else one of its own."""
     cfg.out.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
-    run = RunInfo(settings(cfg), host={**host_facts(), **cfg.host_extra})
+    run = run or RunInfo(settings(cfg), host={**host_facts(), **cfg.host_extra})
     run.write(cfg.out)
     records_path, facts_path, log = cfg.out / "requests.jsonl", cfg.out / "steps.jsonl", cfg.out / "locust.log"
     results = Results([], slo=cfg.slo, run=run)

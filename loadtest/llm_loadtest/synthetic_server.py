@@ -14,6 +14,11 @@ jitter never accumulates. Behaviours, chosen per server or cycled with `--behavi
 
 Asked with `stream_options.continuous_usage_stats`, OpenAI chunks carry the running usage count (as vLLM's do).
 
+A known capacity: with `--slow-above N`, a request that arrives while more than N are in flight (itself included)
+has its TTFT and gaps multiplied by `--slow-factor`, so a capacity search must find N. `GET /metrics` exports TGI's
+request counters, generated tokens and durations (what the reconciliation compares with the client's records);
+`--metrics-skip-every K` leaves every Kth request out of them: a server whose metrics lie.
+
 Run: python -m llm_loadtest.synthetic_server --port 9000 --ttft-ms 50 --gap-ms 10 --tokens 64
 """
 
@@ -38,6 +43,36 @@ class Config:
     tokens: int = 64
     behavior: str = "ok"
     log: str | None = None  # JSON lines: request id, epoch times of receipt and of each token (merged: when made)
+    slow_above: int | None = None  # more requests in flight than this at arrival: this one is slow
+    slow_factor: float = 10.0
+    metrics_skip_every: int = 0  # 0: /metrics counts every request
+
+
+@dataclass
+class Counts:
+    """What /metrics reports, in TGI's names (counters without `_total`, as TGI writes them)."""
+
+    request_count: int = 0
+    request_success: int = 0
+    generated_tokens: int = 0
+    duration_s: float = 0.0
+
+    def exposition(self) -> bytes:
+        lines = []
+        for name, value in (("tgi_request_count", self.request_count), ("tgi_request_success", self.request_success)):
+            lines += [f"# TYPE {name} counter", f"{name} {value}"]
+        histograms = (
+            ("tgi_request_generated_tokens", self.generated_tokens),
+            ("tgi_request_duration", self.duration_s),
+        )
+        for name, total in histograms:
+            lines += [
+                f"# TYPE {name} histogram",
+                f'{name}_bucket{{le="+Inf"}} {self.request_success}',
+                f"{name}_sum {total}",
+                f"{name}_count {self.request_success}",
+            ]
+        return ("\n".join(lines) + "\n").encode()
 
 
 def _chunk(data: bytes) -> bytes:
@@ -53,6 +88,9 @@ class SyntheticServer:
         self.config = config
         self._cycle = itertools.cycle(MIXED_CYCLE)
         self._log = open(config.log, "a") if config.log else None  # noqa: SIM115 - lives with the server
+        self.in_flight = 0
+        self.arrivals = 0
+        self.counts = Counts()
 
     def _behavior(self) -> str:
         return next(self._cycle) if self.config.behavior == "mixed" else self.config.behavior
@@ -73,8 +111,19 @@ class SyntheticServer:
                     writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
                     await writer.drain()
                     continue
+                if method == "GET" and path == "/metrics":
+                    page = self.counts.exposition()
+                    writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/plain; version=0.0.4\r\n")
+                    writer.write(f"content-length: {len(page)}\r\n\r\n".encode() + page)
+                    await writer.drain()
+                    continue
                 received = time.time()
-                if not await self.stream(writer, path, json.loads(body or b"{}"), headers, received):
+                self.in_flight += 1
+                try:
+                    done = await self.stream(writer, path, json.loads(body or b"{}"), headers, received)
+                finally:
+                    self.in_flight -= 1
+                if not done:
                     return
         except (ConnectionError, asyncio.IncompleteReadError):
             return
@@ -89,6 +138,12 @@ class SyntheticServer:
         sent: list[float] = []
         loop = asyncio.get_running_loop()
         behavior = self._behavior()
+        self.arrivals += 1
+        counted = not (self.config.metrics_skip_every and self.arrivals % self.config.metrics_skip_every == 0)
+        self.counts.request_count += int(counted)
+        slow = self.config.slow_above is not None and self.in_flight > self.config.slow_above
+        scale = self.config.slow_factor if slow else 1.0
+        ttft_s, gap_s = self.config.ttft_s * scale, self.config.gap_s * scale
         openai = path.startswith("/v1/")
         cap = body.get("max_tokens") if openai else body.get("parameters", {}).get("max_new_tokens")
         n = min(self.config.tokens, cap or self.config.tokens)
@@ -107,7 +162,7 @@ class SyntheticServer:
         options = body.get("stream_options") or {}
         running_usage = behavior != "merge_silent" and bool(options.get("continuous_usage_stats"))
         for i in range(min(n, stop_after)):
-            delay = t0 + self.config.ttft_s + i * self.config.gap_s - time.perf_counter()
+            delay = t0 + ttft_s + i * gap_s - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
             last = i == n - 1
@@ -136,6 +191,10 @@ class SyntheticServer:
                 usage = {"prompt_tokens": 5, "completion_tokens": n, "total_tokens": 5 + n}
                 writer.write(_event({"choices": [], "usage": usage}) + _chunk(b"data: [DONE]\n\n"))
             writer.write(b"0\r\n\r\n")
+            if counted:
+                self.counts.request_success += 1
+                self.counts.generated_tokens += n
+                self.counts.duration_s += time.time() - received
         await writer.drain()
         return True
 
@@ -183,8 +242,27 @@ def main() -> None:
     p.add_argument("--tokens", type=int, default=64)
     p.add_argument("--behavior", choices=(*BEHAVIORS, "mixed"), default="ok")
     p.add_argument("--log", default=None, help="append each request's send times here (JSON lines)")
+    p.add_argument(
+        "--slow-above",
+        type=int,
+        default=None,
+        help="a request arriving while more than this many are in flight (itself included) is slowed down",
+    )
+    p.add_argument("--slow-factor", type=float, default=10.0, help="TTFT and gaps of a slowed request, times this")
+    p.add_argument(
+        "--metrics-skip-every", type=int, default=0, help="leave every Kth request out of /metrics (0: none)"
+    )
     a = p.parse_args()
-    config = Config(a.ttft_ms / 1000, a.gap_ms / 1000, a.tokens, a.behavior, a.log)
+    config = Config(
+        a.ttft_ms / 1000,
+        a.gap_ms / 1000,
+        a.tokens,
+        a.behavior,
+        a.log,
+        a.slow_above,
+        a.slow_factor,
+        a.metrics_skip_every,
+    )
     asyncio.run(serve(a.host, a.port, config))
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import subprocess
 import time
@@ -12,6 +13,7 @@ import numpy as np
 import psutil
 import pytest
 
+from llm_loadtest.reconcile import read_reconcile
 from llm_loadtest.records import read_records
 from tests.support.servers import REPO, VENV_BIN
 
@@ -61,6 +63,19 @@ def test_short_bench_end_to_end(tiny_model, tmp_path):
             assert cells[7] == f"{np.percentile([r.ttft_s for r in recs], 50):.3f}"
             assert cells[11] == f"{np.percentile([r.e2e_s for r in recs], 50):.3f}"
     assert "### continuous / naive" in report
+    capacity = report.split("## Capacity\n", 1)[1]
+    assert "| max_new_tokens | naive | continuous | continuous / naive |" in capacity
+    assert re.search(r"^\| 16 \| (≥ )?\d \| (≥ )?\d \| ", capacity, re.M), capacity
+    # Client against server: every step's counts and tokens as the servers counted them (all steps were isolated
+    # by a scrape here: 32 figures agree, mean e2e within 2-10 ms).
+    comparisons = read_reconcile(run_dir)
+    assert len(comparisons) == 8 * 4 and "client against server: 32 figures, 0 differing" in out
+    for c in comparisons:
+        assert not c.flagged, c
+        if c.figure != "e2e_mean_s" and c.isolated:
+            assert c.client == c.server, c
+    assert sum(c.isolated for c in comparisons) >= len(comparisons) // 2
+    assert "## Client against server" in report
     # Everything it started is gone.
     assert not [
         p

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -21,10 +21,11 @@ def start_synthetic_server(
     tokens: int = 64,
     behavior: str = "ok",
     log: Path | None = None,
+    extra: Sequence[str] = (),
 ) -> subprocess.Popen:
     """Start the synthetic server on `port` and wait until it answers (a fault test may kill and restart it);
     fails with its output if it does not."""
-    cmd = synthetic_server_command(port, ttft_ms, gap_ms, tokens, behavior, log)
+    cmd = synthetic_server_command(port, ttft_ms, gap_ms, tokens, behavior, log, extra)
     out = (log.parent if log else Path(tempfile.gettempdir())) / f"synthetic-{port}.out"
     with open(out, "ab") as f:
         proc = subprocess.Popen(cmd, cwd=REPO, stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
@@ -38,10 +39,15 @@ def start_synthetic_server(
 
 @contextmanager
 def synthetic_server(
-    ttft_ms: float = 50, gap_ms: float = 10, tokens: int = 64, behavior: str = "ok", log: Path | None = None
+    ttft_ms: float = 50,
+    gap_ms: float = 10,
+    tokens: int = 64,
+    behavior: str = "ok",
+    log: Path | None = None,
+    extra: Sequence[str] = (),
 ) -> Iterator[str]:
     port = free_port()
-    proc = start_synthetic_server(port, ttft_ms, gap_ms, tokens, behavior, log)
+    proc = start_synthetic_server(port, ttft_ms, gap_ms, tokens, behavior, log, extra)
     try:
         yield f"http://127.0.0.1:{port}"
     finally:

@@ -1,0 +1,367 @@
+"""Client against server: each step's figures from the records, set against the servers' own metrics over the
+step's window, read from Prometheus after the sweep; saved as `reconcile.jsonl` so the report renders it without
+Prometheus.
+
+A step's window runs from its first request sent to its last one finished (records). Counters are read as raw
+samples, not with `increase()`, which extrapolates to the window's edges and gives fractional counts: the server's
+figure is the last sample before the window subtracted from the first sample at or after its end (summed over
+series, e.g. vLLM's per finished_reason). The window is *isolated* when those two samples fall between the previous
+and the next step on the same server; otherwise the other step's requests could be counted, and a gap is not
+flagged. Unrecorded requests (the sweep's warm-ups before each token cap) cannot be told apart: a sample taken
+after them counts them.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import numpy as np
+
+from llm_loadtest.records import RequestRecord, Status, read_records
+
+RECONCILE_FILE = "reconcile.jsonl"
+COUNT_TOLERANCE = 0.0  # requests and tokens are counted on both sides: they must agree exactly
+TIME_TOLERANCE = 0.10  # the client's clock adds the network and HTTP parsing to the server's
+TIME_SLACK_S = 0.02  # ... a few milliseconds, which is more than 10 % of a very short request
+
+Samples = dict[str, list[tuple[float, float]]]  # series labels -> (timestamp, value), oldest first
+
+
+class ReconcileError(RuntimeError):
+    pass
+
+
+def _ok_tokens(rs: Sequence[RequestRecord]) -> float:
+    return float(sum(r.output_tokens for r in rs if r.ok))
+
+
+def _mean(values: list[float]) -> float | None:
+    return float(np.mean(values)) if values else None
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One figure on both sides: the client's from the records, the server's as the increase of `series` over the
+    window (divided by that of `per` for a mean)."""
+
+    name: str
+    series: str  # a selector without the server label, e.g. 'vllm:request_success_total{finished_reason="stop"}'
+    client: Callable[[Sequence[RequestRecord]], float | None]
+    tolerance: float
+    per: str | None = None
+    slack: float = 0.0  # a difference this small is never flagged, whatever its share
+
+
+def _arrived(rs: Sequence[RequestRecord]) -> float:
+    """Requests that reached the server: all but connection errors without an HTTP answer (refused connections);
+    the server counts every other one on arrival, 429s included."""
+    return float(sum(not (r.status == Status.CONNECTION_ERROR and r.http_status is None) for r in rs))
+
+
+TGI = (
+    Figure("requests", "tgi_request_count", _arrived, COUNT_TOLERANCE),
+    Figure("ok", "tgi_request_success", lambda rs: float(sum(r.ok for r in rs)), COUNT_TOLERANCE),
+    Figure("output_tokens", "tgi_request_generated_tokens_sum", _ok_tokens, COUNT_TOLERANCE),
+    Figure(
+        "e2e_mean_s",
+        "tgi_request_duration_sum",
+        lambda rs: _mean([r.e2e_s for r in rs if r.ok]),
+        TIME_TOLERANCE,
+        per="tgi_request_duration_count",
+        slack=TIME_SLACK_S,
+    ),
+)
+VLLM = (
+    Figure(
+        "ok",
+        'vllm:request_success_total{finished_reason!~"abort|error"}',
+        lambda rs: float(sum(r.ok for r in rs)),
+        COUNT_TOLERANCE,
+    ),
+    Figure("output_tokens", "vllm:generation_tokens_total", _ok_tokens, COUNT_TOLERANCE),
+    Figure(
+        "e2e_mean_s",
+        "vllm:e2e_request_latency_seconds_sum",
+        lambda rs: _mean([r.e2e_s for r in rs if r.ok]),
+        TIME_TOLERANCE,
+        per="vllm:e2e_request_latency_seconds_count",
+        slack=TIME_SLACK_S,
+    ),
+    Figure(
+        "ttft_mean_s",
+        "vllm:time_to_first_token_seconds_sum",
+        lambda rs: _mean([r.ttft_s for r in rs if r.ok and r.ttft_s is not None]),
+        TIME_TOLERANCE,
+        per="vllm:time_to_first_token_seconds_count",
+        slack=TIME_SLACK_S,
+    ),
+)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """One figure of one step, as the client and the server saw it."""
+
+    target: str
+    users: int
+    max_new_tokens: int
+    figure: str
+    client: float | None
+    server: float | None  # None: the server exports no such series, or had not been scraped past the window
+    gap: float | None  # (server - client) / client
+    tolerance: float  # the largest |gap| that is not flagged
+    slack: float  # nor is a difference of at most this (seconds, for times)
+    isolated: bool
+    flagged: bool  # an isolated window whose gap exceeds the tolerance
+    series: str
+    start: float
+    end: float
+
+
+@dataclass(frozen=True)
+class StepWindow:
+    target: str
+    users: int
+    max_new_tokens: int
+    start: float
+    end: float
+    records: list[RequestRecord]
+
+
+def step_windows(records: Sequence[RequestRecord]) -> list[StepWindow]:
+    """Per step, in the order the steps ran: first request sent to last one finished."""
+    by: dict[tuple[str, int, int], list[RequestRecord]] = {}
+    for r in records:
+        by.setdefault((r.target, r.users, r.max_new_tokens), []).append(r)
+    windows = [
+        StepWindow(t, u, m, min(r.start for r in rs), max(r.start + r.e2e_s for r in rs), rs)
+        for (t, u, m), rs in by.items()
+    ]
+    return sorted(windows, key=lambda w: w.start)
+
+
+class Prometheus:
+    """The few HTTP API calls reconciliation needs."""
+
+    def __init__(self, url: str, timeout: float = 10.0) -> None:
+        self.url, self.timeout = url.rstrip("/"), timeout
+
+    def query(self, expr: str, at: float) -> list[dict]:
+        params = urllib.parse.urlencode({"query": expr, "time": f"{at:.3f}"})
+        try:
+            with urllib.request.urlopen(f"{self.url}/api/v1/query?{params}", timeout=self.timeout) as response:
+                body = json.loads(response.read())
+        except (OSError, ValueError) as exc:
+            raise ReconcileError(f"Prometheus at {self.url}: {exc}") from exc
+        if body.get("status") != "success":
+            raise ReconcileError(f"Prometheus refused {expr!r}: {body.get('error')}")
+        return body["data"]["result"]
+
+    def samples(self, selector: str, since: float, at: float) -> Samples:
+        """Every raw sample of the selector's series from `since` to `at`."""
+        result = self.query(f"{selector}[{max(1, int(at - since) + 1)}s]", at)
+        return {json.dumps(r["metric"], sort_keys=True): [(float(t), float(v)) for t, v in r["values"]] for r in result}
+
+    def wait_scraped(self, server: str, after: float, timeout: float = 30.0) -> None:
+        """Until Prometheus has scraped `server` after `after`: its samples reach past a step's end, or (after=0)
+        it has been scraped at all (Prometheus applies new scrape targets up to 5 s after it starts)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            result = self.query(f'timestamp(up{{server="{server}"}})', time.time())
+            if result and float(result[0]["value"][1]) >= after:
+                return
+            if time.monotonic() > deadline:
+                raise ReconcileError(f"Prometheus did not scrape {server} within {timeout:g}s of the sweep's end")
+            time.sleep(0.25)
+
+
+def _with_server(selector: str, server: str) -> str:
+    name, brace, matchers = selector.partition("{")
+    label = f'server="{server}"'
+    return f"{name}{{{label},{matchers}" if brace else f"{name}{{{label}}}"
+
+
+def increase(samples: Samples, start: float, end: float) -> float | None:
+    """The counters' growth from their last sample before `start` to their first at or after `end`, summed over
+    series (one without a sample before `start` began inside the window: from 0); None without a sample past `end`
+    or after a counter reset."""
+    if not samples:
+        return None
+    total = 0.0
+    for points in samples.values():
+        before = [v for t, v in points if t < start]
+        after = [v for t, v in points if t >= end]
+        if not after or after[0] < (before[-1] if before else 0.0):
+            return None
+        total += after[0] - (before[-1] if before else 0.0)
+    return total
+
+
+def isolated(scrapes: Sequence[float], w: StepWindow, prev_end: float | None, next_start: float | None) -> bool:
+    """Whether the server was scraped between the previous step's end and this one's start, and between this
+    one's end and the next one's start: only then do the counters' samples hold this step alone."""
+    before = [t for t in scrapes if t < w.start]
+    after = [t for t in scrapes if t >= w.end]
+    return (
+        bool(before)
+        and bool(after)
+        and (prev_end is None or before[-1] > prev_end)
+        and (next_start is None or after[0] < next_start)
+    )
+
+
+def _at(samples: Samples, t: float) -> float:
+    """The counters' value as scraped at `t`, summed over series."""
+    return sum(next((v for ts, v in reversed(points) if ts <= t), 0.0) for points in samples.values())
+
+
+def quiet_edges(scrapes: Sequence[float], w: StepWindow, arrived: Samples, ended: Sequence[Samples]) -> bool:
+    """Whether as many requests were in flight (arrived, not yet ended) at the scrape after the window as at the one
+    before it. A request that no record holds (the sweep's warm-up for the next token cap, sent as this step ends)
+    in flight at either edge breaks that."""
+    before = [t for t in scrapes if t < w.start]
+    after = [t for t in scrapes if t >= w.end]
+    if not before or not after:
+        return False
+
+    def in_flight(t: float) -> float:
+        return _at(arrived, t) - sum(_at(s, t) for s in ended)
+
+    return in_flight(before[-1]) == in_flight(after[0])
+
+
+def compare(w: StepWindow, figure: Figure, num: float | None, den: float | None, alone: bool) -> Comparison:
+    client = figure.client(w.records)
+    server = num if figure.per is None else (None if num is None or not den else num / den)
+    gap = None
+    if client is not None and server is not None:
+        gap = (server - client) / client if client else (0.0 if server == 0 else None)
+    flagged = (
+        alone
+        and client is not None
+        and server is not None
+        and abs(server - client) > figure.slack
+        and (gap is None or abs(gap) > figure.tolerance)
+    )
+    return Comparison(
+        w.target,
+        w.users,
+        w.max_new_tokens,
+        figure.name,
+        client,
+        server,
+        gap,
+        figure.tolerance,
+        figure.slack,
+        alone,
+        flagged,
+        figure.series,
+        w.start,
+        w.end,
+    )
+
+
+def reconcile(prometheus: Prometheus, records: Sequence[RequestRecord], timeout: float = 30.0) -> list[Comparison]:
+    """Every step's figures against the servers', each target's metrics read as labelled `server=<target name>`
+    (local mode's scrape configuration). A server exporting neither TGI's nor vLLM's series is left out."""
+    windows = step_windows(records)
+    out = []
+    for target in dict.fromkeys(w.target for w in windows):
+        mine = [w for w in windows if w.target == target]
+        since, until = mine[0].start - 60, mine[-1].end
+        prometheus.wait_scraped(target, until, timeout)
+        at = time.time()
+        read = {}  # selector -> samples, read once for the whole sweep
+        for selector in {s for f in (*TGI, *VLLM) for s in (f.series, f.per) if s} | {"tgi_request_failure"}:
+            read[selector] = prometheus.samples(_with_server(selector, target), since, at)
+        scrapes = [
+            t for points in prometheus.samples(_with_server("up", target), since, at).values() for t, _ in points
+        ]
+        for figures in (TGI, VLLM):
+            if not read[figures[0].series]:
+                continue  # not this server's metric names
+            for i, w in enumerate(mine):
+                prev_end = mine[i - 1].end if i else None
+                next_start = mine[i + 1].start if i + 1 < len(mine) else None
+                alone = isolated(scrapes, w, prev_end, next_start)
+                if figures is TGI:  # its counters say what is in flight: arrived, not yet succeeded or failed
+                    ended = (read["tgi_request_success"], read["tgi_request_failure"])
+                    alone = alone and quiet_edges(scrapes, w, read["tgi_request_count"], ended)
+                for f in figures:
+                    num = increase(read[f.series], w.start, w.end)
+                    den = increase(read[f.per], w.start, w.end) if f.per else None
+                    out.append(compare(w, f, num, den, alone))
+    return out
+
+
+def write_reconcile(directory: Path, comparisons: Sequence[Comparison]) -> None:
+    with open(directory / RECONCILE_FILE, "w", encoding="utf-8") as f:
+        for c in comparisons:
+            f.write(json.dumps(asdict(c)) + "\n")
+
+
+def read_reconcile(directory: Path) -> list[Comparison]:
+    path = directory / RECONCILE_FILE
+    if not path.exists():
+        return []
+    known = {f.name for f in fields(Comparison)}
+    return [
+        Comparison(**{k: v for k, v in json.loads(line).items() if k in known})
+        for line in path.read_text(encoding="utf-8").splitlines()
+        if line.strip()
+    ]
+
+
+def reconcile_run(prometheus_url: str, directory: Path, timeout: float = 30.0) -> list[Comparison]:
+    """After a sweep: reconcile its records with what Prometheus scraped, and save reconcile.jsonl."""
+    records, _ = read_records(directory / "requests.jsonl")
+    comparisons = reconcile(Prometheus(prometheus_url), records, timeout)
+    write_reconcile(directory, comparisons)
+    return comparisons
+
+
+def _cell(c: Comparison) -> str:
+    def fmt(v: float | None) -> str:
+        if v is None:
+            return "-"
+        return f"{v:.3f}" if c.figure.endswith("_s") else f"{v:g}"
+
+    text = f"{fmt(c.client)} / {fmt(c.server)}"
+    if c.flagged:
+        gap = "≠" if c.gap is None else f"{c.gap:+.1%}"
+        return f"**{text} ({gap})**"
+    return text if c.isolated else f"{text} (not isolated)"
+
+
+def reconcile_markdown(directory: Path | None) -> list[str]:
+    """The report's section: per step, each figure as client / server; flagged gaps in bold."""
+    comparisons = read_reconcile(directory) if directory is not None else []
+    if not comparisons:
+        return []
+    names = list(dict.fromkeys(c.figure for c in comparisons))
+    steps: dict[tuple[str, int, int], dict[str, Comparison]] = {}
+    for c in comparisons:
+        steps.setdefault((c.target, c.max_new_tokens, c.users), {})[c.figure] = c
+    flagged = [c for c in comparisons if c.flagged]
+    out = [
+        "## Client against server",
+        "",
+        f"Each step's figures from the records against the server's own metrics over the step's window "
+        f"(`reconcile.jsonl`): client / server. Counts must agree exactly, mean times within "
+        f"{TIME_TOLERANCE:.0%} or {TIME_SLACK_S * 1000:g} ms; a window not isolated from other requests by the "
+        f"server's scrapes is not judged. **{len(flagged)} of {len(comparisons)} figures differ beyond that**"
+        + (": " + ", ".join(sorted({f"{c.target} {c.figure}" for c in flagged})) + "." if flagged else "."),
+        "",
+        "| target | max_new_tokens | users | " + " | ".join(names) + " |",
+        "|---" * (3 + len(names)) + "|",
+    ]
+    for (target, cap, users), by in sorted(steps.items()):
+        cells = [_cell(by[n]) if n in by else "-" for n in names]
+        out.append(f"| {target} | {cap} | {users} | " + " | ".join(cells) + " |")
+    return [*out, ""]
