@@ -65,6 +65,8 @@ def warm_up(cfg: SweepConfig, target: Target, max_new_tokens: int) -> None:
             r = stream_request(conn, target, spec)
             if r.status == "connection_error":
                 raise SweepError(f"target {target.name} ({target.url}) cannot be reached: {r.error}")
+            if r.status == "not_event_stream":  # every request would fail the same way: a wrong URL or a proxy
+                raise SweepError(f"target {target.name} ({target.url}) does not answer with a stream: {r.error[:200]}")
     finally:
         conn.close()
 
