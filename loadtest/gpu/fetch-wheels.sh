@@ -2,8 +2,8 @@
 # On a connected host: download the wheels `make gpu-check` needs on a GPU machine with Python 3.12, torch (with
 # CUDA) and numpy but no internet: the runtime dependencies of fastapi-llama and llm-loadtest, closed over, at the
 # versions installed in this checkout's .venv, for CPython 3.12 on manylinux x86-64. Left out: torch and what it
-# brings (the machine's own are used), numpy, and matplotlib's stack (the device carries 64 MiB at most; the
-# report's charts are drawn afterwards with `llm-loadtest report DIR`). Usage: fetch-wheels.sh [DIR]
+# brings (the machine's own are used), numpy, matplotlib's stack and scipy (the device carries 64 MiB at most;
+# the report's charts and intervals are drawn afterwards with `llm-loadtest report DIR`). Usage: fetch-wheels.sh [DIR]
 set -euo pipefail
 out=${1:-.whl}
 venv=${VENV:-.venv}
@@ -16,8 +16,9 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name as canon
 
 roots = ["fastapi-llama", "llm-loadtest"]
-# torch's own closure and numpy are on the machine; matplotlib is optional there (charts are drawn later).
-skip = {canon(n) for n in ["torch", "numpy", "matplotlib", "sympy", "networkx", "jinja2", "markupsafe", "mpmath",
+# torch's own closure and numpy are on the machine; matplotlib and scipy are optional there (charts and
+# intervals are drawn later from the records).
+skip = {canon(n) for n in ["torch", "numpy", "matplotlib", "scipy", "sympy", "networkx", "jinja2", "markupsafe", "mpmath",
                            "filelock", "fsspec", "triton", "setuptools"]}
 pins, seen, todo = {}, set(), [(r, "") for r in roots]
 while todo:  # (distribution, extra): `locust` needs `python-socketio[client]`, whose extra brings more

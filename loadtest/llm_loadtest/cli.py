@@ -93,6 +93,13 @@ def _add_load_flags(
         default=None,
         help="per step: each user sends this many requests, then the step ends (1: one wave)",
     )
+    p.add_argument(
+        "--min-requests",
+        type=int,
+        default=None,
+        help="with --requests-per-user: users of a small step send more, so that it has at least this many "
+        "requests for its intervals (bench default 5)",
+    )
     p.add_argument("--warmup", type=int, default=2, help="unrecorded requests per target and cap first (default 2)")
     p.add_argument("--request-timeout", type=_duration, default=300.0, help="per request (default 300s)")
     p.add_argument(
@@ -152,8 +159,9 @@ def build_parser() -> argparse.ArgumentParser:
         "bench",
         help="local mode end to end: services, Prometheus, sweep, report in results/latest",
         description="Start fastapi-llama once per engine on the model (or load --target servers already running), "
-        "Prometheus, the sweep and the report. Defaults: users 1,2,4,8,16,32, caps 128,256, one wave per step, "
-        "the article's single prompt; with --target, the article's users 1..300 and 60s per step.",
+        "Prometheus, the sweep and the report. Defaults: users 1,2,4,8,16,32, caps 128,256, one wave per step "
+        "(5 requests at least), the article's single prompt; with --target, the article's users 1..300 and 60s "
+        "per step.",
     )
     _add_load_flags(bench, target_required=False)
     _add_local_flags(bench)
@@ -254,6 +262,7 @@ def _sweep_config(args: argparse.Namespace, targets: list[Target], out: Path):
         duration_s=duration,
         requests_per_step=args.requests,
         requests_per_user=args.requests_per_user,
+        min_requests=args.min_requests or 0,
         warmup_requests=args.warmup,
         request_timeout_s=args.request_timeout,
         reconnect_wait_s=args.reconnect_wait,
@@ -342,6 +351,8 @@ def cmd_bench(args: argparse.Namespace) -> None:
             args.duration = 60.0  # servers that are already running: the article's sustained load
         else:
             args.requests_per_user = 1  # the tiny model: one wave per step keeps the run within minutes
+            if args.min_requests is None:
+                args.min_requests = 5  # at 1-4 users, 5 requests or more: enough for a median's interval
     cfg = _sweep_config(args, targets, args.results)
     sys.exit(bench(_local_config(args, targets), cfg))
 

@@ -97,6 +97,13 @@ def stream_request(
         if resp.status != 200:
             text = b"".join(resp.body)[:MAX_ERROR_BODY].decode(errors="replace")
             return record(Status.HTTP_ERROR, f"HTTP {resp.status}: {text}")
+        content_type = resp.headers.get("content-type", "")
+        if content_type and not content_type.lower().startswith("text/event-stream"):
+            # A misrouted proxy or a wrong URL answers 200 with a page: say so, not "the stream ended early".
+            text = b"".join(resp.body)[:MAX_ERROR_BODY].decode(errors="replace")
+            return record(
+                Status.NOT_EVENT_STREAM, f"HTTP 200 with Content-Type {content_type}, not an event stream: {text}"
+            )
         buffer = b""
         for chunk in resp.body:
             now = time.perf_counter() - t0
@@ -127,6 +134,9 @@ def stream_request(
         if "end" in state or (target.api == "openai" and state["finish_reason"] is not None):
             return record(Status.OK)
         conn.close()
+        if not arrivals and buffer.strip() and b"data:" not in buffer:  # no Content-Type, and no event in the body
+            text = buffer[:MAX_ERROR_BODY].decode(errors="replace")
+            return record(Status.NOT_EVENT_STREAM, f"HTTP 200 without an event stream: {text}")
         return record(Status.CONNECTION_ERROR, "the stream ended before its final event")
     except DeadlineExceeded:
         conn.close()

@@ -40,7 +40,9 @@ class LiveWindow:
             by_target.setdefault(r.target, []).append(r)
         rows = []
         for target, recs in sorted(by_target.items()):
-            s = summarize(recs, target=target, api=recs[0].api, users=0, max_new_tokens=0, wall_s=self.window_s)
+            s = summarize(
+                recs, target=target, api=recs[0].api, users=0, max_new_tokens=0, wall_s=self.window_s, live=True
+            )
             rows.append(
                 {
                     "target": target,

@@ -8,7 +8,9 @@ Locust's rounded ones).
   server's running usage count where it sends one, as vLLM merges tokens into a chunk when it lags). TGI cannot be
   forced past EOS, so the cap is never assumed; a difference with what the server reports at the end is counted in
   `token_mismatches`.
-- Output tok/s (aggregate): output tokens of the requests that finished OK in the step ÷ the step's wall time.
+- Output tok/s (aggregate): output tokens of the step's OK requests that arrived inside its measurement window ÷ the
+  window's length. The window runs from the moment every user has a request in flight to the moment the drain
+  begins (the in-flight level last falls from that height): the ramp and the drain are left out.
 - Output tok/s per user: the mean over OK requests of output_tokens / e2e (what one user sees).
 - Requests/s: requests that finished (any status) ÷ wall time.
 - Error rate: requests that failed (any status but ok and cancelled) ÷ all requests but cancelled ones.
@@ -21,15 +23,18 @@ Locust's rounded ones).
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from llm_loadtest import intervals
 from llm_loadtest.records import RequestRecord, Status
 
 STATUSES = [s.value for s in Status]
+SLICES = 10  # a step's window is cut into this many slices: the samples of its throughput's interval and dispersion
 
 
 @dataclass(frozen=True)
@@ -63,6 +68,7 @@ class StepSummary:
     ttft_p99_s: float | None
     itl_p50_s: float | None
     itl_p95_s: float | None
+    itl_p99_s: float | None
     e2e_p50_s: float | None
     e2e_p95_s: float | None
     e2e_p99_s: float | None
@@ -72,11 +78,89 @@ class StepSummary:
     token_mismatches: int
     achieved_concurrency: float
     peak_concurrency: int
+    window_s: float = 0.0  # the measurement window: every user in flight, before the drain
+    tok_s_cv: float | None = None  # coefficient of variation of the window's per-slice throughput
+    output_tok_s_ci_low: float | None = None
+    output_tok_s_ci_high: float | None = None
+    ttft_p50_ci_low: float | None = None
+    ttft_p50_ci_high: float | None = None
+    ttft_p95_ci_low: float | None = None
+    ttft_p95_ci_high: float | None = None
+    ttft_p99_ci_low: float | None = None
+    ttft_p99_ci_high: float | None = None
+    itl_p50_ci_low: float | None = None
+    itl_p50_ci_high: float | None = None
+    itl_p95_ci_low: float | None = None
+    itl_p95_ci_high: float | None = None
+    itl_p99_ci_low: float | None = None
+    itl_p99_ci_high: float | None = None
+    e2e_p50_ci_low: float | None = None
+    e2e_p50_ci_high: float | None = None
+    e2e_p95_ci_low: float | None = None
+    e2e_p95_ci_high: float | None = None
+    e2e_p99_ci_low: float | None = None
+    e2e_p99_ci_high: float | None = None
     loadgen_cpu: float | None = None
+    others_cpu: float | None = None  # cores taken by processes outside the kit and its targets (trust.py)
     loadgen_bottleneck: bool = False
     refused: int = 0  # turned away before any token (users pause after each: fewer requests in flight)
     complete: bool = True
+    disturbances: list[str] = field(default_factory=list)  # why the step's conditions were not those of the run
     notes: list[str] = field(default_factory=list)
+
+    def ci(self, name: str) -> intervals.Interval | None:
+        """The interval of a figure by its name without the unit (`ttft_p95`, `output_tok_s`), if it has one."""
+        low, high = getattr(self, f"{name}_ci_low"), getattr(self, f"{name}_ci_high")
+        return None if low is None or high is None else (low, high)
+
+
+def token_times(r: RequestRecord) -> np.ndarray:
+    """Epoch seconds at which each of a request's tokens arrived: its first token, then every gap. A record
+    without its gaps (hand-made, or cut short) has its tokens spread evenly from the first to the end."""
+    if r.ttft_s is None or r.output_tokens == 0:
+        return np.empty(0)
+    first = r.start + r.ttft_s
+    if len(r.gaps_s) == r.output_tokens - 1:
+        return first + np.concatenate(([0.0], np.cumsum(r.gaps_s)))
+    return np.linspace(first, r.start + r.e2e_s, r.output_tokens)
+
+
+def measurement_window(records: Sequence[RequestRecord], users: int) -> tuple[float, float] | None:
+    """From the moment the in-flight level first reaches the step's plateau to the moment it last falls from it:
+    the ramp before, the drain after are left out. The plateau is the level held longest (ties: the highest), at
+    most the users asked for: a refusal that lasts a millisecond does not make one. None without records."""
+    if not records:
+        return None
+    edges = sorted([(r.start, 1) for r in records] + [(r.start + r.e2e_s, -1) for r in records])
+    held: dict[int, float] = {}
+    level = 0
+    for (t, step), (t_next, _) in itertools.pairwise(edges):
+        level += step
+        held[level] = held.get(level, 0.0) + t_next - t
+    height = max((v, lv) for lv, v in held.items() if lv > 0 and (lv <= users or not users))[1] if held else 1
+    level, begin, end = 0, None, None
+    for t, step in edges:
+        before = level
+        level += step
+        if begin is None and level >= height:
+            begin = t
+        if before >= height > level:
+            end = t
+    if begin is None or end is None or end <= begin:
+        return None
+    return begin, end
+
+
+def slice_rates(records: Sequence[RequestRecord], window: tuple[float, float] | None) -> list[float]:
+    """Output tok/s of the OK requests in each of SLICES equal slices of the window: their mean is the step's
+    output tok/s; their spread, its interval and dispersion."""
+    if window is None:
+        return []
+    begin, end = window
+    times = [token_times(r) for r in records if r.ok]
+    arrivals = np.concatenate(times) if times else np.empty(0)
+    counts, _ = np.histogram(arrivals, bins=SLICES, range=(begin, end))
+    return list(counts / ((end - begin) / SLICES))
 
 
 def summarize(
@@ -89,7 +173,10 @@ def summarize(
     wall_s: float,
     slo: SLO = SLO(),
     loadgen_cpu: float | None = None,
+    live: bool = False,
 ) -> StepSummary:
+    """`live`: recent requests of a sliding window, not a step: throughput over `wall_s`, no intervals (their
+    resampling would take the Locust master's CPU)."""
     ok = [r for r in records if r.ok]
     statuses = Counter(r.status for r in records)
     ttft = [r.ttft_s for r in ok if r.ttft_s is not None]
@@ -98,6 +185,9 @@ def summarize(
     tokens = sum(r.output_tokens for r in ok)
     per_user = [r.output_tokens / r.e2e_s for r in ok if r.e2e_s > 0]
     wall = max(wall_s, 1e-9)
+    window = None if live else measurement_window(records, users)
+    rates = slice_rates(records, window)
+    tok_s = float(np.mean(rates)) if rates else tokens / wall
     concurrency = sum(r.e2e_s for r in records) / wall
     summary = StepSummary(
         target=target,
@@ -108,7 +198,7 @@ def summarize(
         requests=len(records),
         ok=len(ok),
         output_tokens=tokens,
-        output_tok_s=tokens / wall,
+        output_tok_s=tok_s,
         tok_s_per_user=float(np.mean(per_user)) if per_user else None,
         requests_per_s=len(records) / wall,
         ttft_p50_s=percentile(ttft, 50),
@@ -116,6 +206,7 @@ def summarize(
         ttft_p99_s=percentile(ttft, 99),
         itl_p50_s=percentile(itl, 50),
         itl_p95_s=percentile(itl, 95),
+        itl_p99_s=percentile(itl, 99),
         e2e_p50_s=percentile(e2e, 50),
         e2e_p95_s=percentile(e2e, 95),
         e2e_p99_s=percentile(e2e, 99),
@@ -127,8 +218,18 @@ def summarize(
         peak_concurrency=peak_in_flight(records),
         loadgen_cpu=loadgen_cpu,
         refused=sum(1 for r in records if r.refused),
+        window_s=window[1] - window[0] if window else 0.0,
+        tok_s_cv=float(np.std(rates) / np.mean(rates)) if rates and np.mean(rates) > 0 else None,
     )
     flag_loadgen(summary)
+    if live:
+        return summary
+    summary.output_tok_s_ci_low, summary.output_tok_s_ci_high = intervals.mean_ci(rates) or (None, None)
+    for name, values in (("ttft", ttft), ("itl", itl), ("e2e", e2e)):
+        for q in (50, 95, 99):
+            ci = intervals.percentile_ci(values, q) or (None, None)
+            setattr(summary, f"{name}_p{q}_ci_low", ci[0])
+            setattr(summary, f"{name}_p{q}_ci_high", ci[1])
     return summary
 
 

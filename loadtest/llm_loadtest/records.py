@@ -7,7 +7,7 @@ Fields of `requests.jsonl` (one JSON object per line, written as each request fi
 | `request_id` | sent as the `x-request-id` header |
 | `target`, `api` | the target's name and dialect (`tgi` or `openai`) |
 | `users`, `max_new_tokens` | the step this request belongs to (concurrency, token cap) |
-| `status` | `ok`, `http_error`, `stream_error`, `timeout`, `connection_error`, `cancelled` (by the load tester) |
+| `status` | `ok`, `http_error`, `stream_error`, `timeout`, `connection_error`, `not_event_stream`, `cancelled` |
 | `start` | epoch seconds when the request was sent |
 | `ttft_s` | seconds from sending to the first token event (null without one) |
 | `e2e_s` | seconds from sending to the end of the response (or the failure) |
@@ -39,6 +39,7 @@ class Status(StrEnum):
     STREAM_ERROR = "stream_error"
     TIMEOUT = "timeout"
     CONNECTION_ERROR = "connection_error"
+    NOT_EVENT_STREAM = "not_event_stream"  # a 200 whose body is something else: an HTML page from a proxy, a wrong URL
     CANCELLED = "cancelled"
 
 
@@ -67,10 +68,12 @@ class RequestRecord:
 
     @property
     def refused(self) -> bool:
-        """Turned away before any token: a refused connection, a 429/503, or an error event before the first token
-        (TGI's way of refusing a stream when overloaded)."""
+        """Turned away before any token: a refused connection, a 429/503, an error event before the first token
+        (TGI's way of refusing a stream when overloaded), or a page instead of a stream (users back off from it too,
+        rather than loop on a proxy in a tight loop)."""
         return self.output_tokens == 0 and (
-            self.status in (Status.CONNECTION_ERROR, Status.STREAM_ERROR) or self.http_status in (429, 503)
+            self.status in (Status.CONNECTION_ERROR, Status.STREAM_ERROR, Status.NOT_EVENT_STREAM)
+            or self.http_status in (429, 503)
         )
 
     @property

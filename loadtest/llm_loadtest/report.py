@@ -7,10 +7,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from llm_loadtest import intervals
 from llm_loadtest.capacity import capacity_markdown
 from llm_loadtest.metrics import STATUSES
 from llm_loadtest.reconcile import reconcile_markdown
-from llm_loadtest.results import Results, load
+from llm_loadtest.results import Ratio, Results, load
 
 # Charts: small pure functions (ax, report) -> None.
 
@@ -95,9 +96,21 @@ def _fmt(v: float | None, scale: float = 1.0, digits: int = 3) -> str:
     return "-" if v is None else f"{v * scale:.{digits}f}"
 
 
+def trust_line(report: Results) -> str:
+    """The report's first line: whether the run's conditions held, and if not, which steps and why."""
+    if report.trusted:
+        return "Trust: ok"
+    reasons = [
+        f"{s.target} {s.max_new_tokens} tokens × {s.users} users: {'; '.join(s.disturbances)}"
+        for s in report.summaries
+        if s.disturbances
+    ]
+    return "Trust: disturbed — " + ". ".join(reasons)
+
+
 def render_markdown(report: Results, charts: Sequence[str], directory: Path | None = None) -> str:
     """`directory`: where the run's other raw files are (capacity.json), when rendering a saved run."""
-    out = ["# LLM serving benchmark report", ""]
+    out = [trust_line(report), "", "# LLM serving benchmark report", ""]
     out.append(
         f"Every figure below is computed from `requests.jsonl` ({sum(s.requests for s in report.summaries)} "
         f"requests). SLO for goodput: TTFT ≤ {report.slo.ttft_s:g} s and ITL ≤ {report.slo.itl_s * 1000:g} ms."
@@ -166,7 +179,8 @@ def speedup_tables(report: Results) -> list[str]:
         "## Speed-up",
         "",
         f"Each figure is the other target's divided by **{base}**'s at the same step "
-        "(throughput: higher is better; latency ratios below 1 are better).",
+        "(throughput: higher is better; latency ratios below 1 are better), with its 95 % interval, bootstrapped "
+        "from the two steps' samples; *no clear difference* where that interval holds 1.",
         "",
     ]
     for other in targets[1:]:
@@ -176,21 +190,22 @@ def speedup_tables(report: Results) -> list[str]:
             "| max_new_tokens | users | throughput × | TTFT p50 × | e2e p50 × |",
             "|---|---|---|---|---|",
         ]
-        for cap in report.token_caps:
-            a = {s.users: s for s in report.series(base, cap)}
-            for s in report.series(other, cap):
-                if s.users in a:
-                    out.append(
-                        f"| {cap} | {s.users} | {_ratio(s.output_tok_s, a[s.users].output_tok_s)} | "
-                        f"{_ratio(s.ttft_p50_s, a[s.users].ttft_p50_s)} | "
-                        f"{_ratio(s.e2e_p50_s, a[s.users].e2e_p50_s)} |"
-                    )
+        rows = sorted((x for x in report.speedups if x.target == other), key=lambda x: (x.max_new_tokens, x.users))
+        for x in rows:
+            out.append(
+                f"| {x.max_new_tokens} | {x.users} | {_ratio(x.throughput)} | {_ratio(x.ttft_p50)} | "
+                f"{_ratio(x.e2e_p50)} |"
+            )
         out.append("")
     return out
 
 
-def _ratio(b: float | None, a: float | None) -> str:
-    return "-" if a in (None, 0) or b is None else f"{b / a:.2f}"
+def _ratio(r: Ratio) -> str:
+    if r.value is None:
+        return "-"
+    ci = None if r.low is None or r.high is None else (r.low, r.high)
+    text = intervals.fmt(r.value, ci, most=2)
+    return text if ci is None or r.clear else f"{text} no clear difference"
 
 
 def write_report(directory: Path) -> Path:

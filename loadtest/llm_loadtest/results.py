@@ -7,6 +7,7 @@ A results directory holds the raw inputs and what is derived from them:
 | `run.json` | at the start | schema version, host, versions, every setting of the run |
 | `requests.jsonl` | as each request finishes | one RequestRecord per request (records.py) |
 | `steps.jsonl` | as each step ends | StepFacts: what the records cannot say (the load generator's CPU, how it exited) |
+| `probes.jsonl` | before, between and after the steps | trust.Probe: the calibration request to each target |
 | `summary.json`, `summary.csv` | after each step, by `derive` | one StepSummary per step (metrics.py) |
 
 `report` reads the raw files and derives again, so a report never depends on a summary written by an older run.
@@ -25,10 +26,13 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from llm_loadtest.metrics import SLO, STATUSES, StepSummary, summarize
+from llm_loadtest import intervals
+from llm_loadtest.metrics import SLO, STATUSES, StepSummary, measurement_window, slice_rates, summarize
 from llm_loadtest.records import RequestRecord, read_records
+from llm_loadtest.trust import Probe, judge, read_probes
 
-SCHEMA_VERSION = 2  # 1: summary.json was a bare list and per-step facts lived only in it
+# 1: summary.json was a bare list and per-step facts lived only in it; 2: no intervals, probes or trust
+SCHEMA_VERSION = 3
 StepKey = tuple[str, int, int]  # target, users, max_new_tokens
 
 
@@ -43,6 +47,7 @@ class StepFacts:
     exit_code: int  # Locust's; -1: stopped at the step's deadline
     deadline_s: float
     loadgen_cpu: float | None  # CPU of the Locust processes, a share of one core per process
+    others_cpu: float | None = None  # cores taken by processes outside the kit and its targets (trust.py)
 
     @property
     def key(self) -> StepKey:
@@ -130,14 +135,44 @@ class RunInfo:
         return cls(**{k: v for k, v in data.items() if k in {f.name for f in fields(cls)}})
 
 
+@dataclass(frozen=True)
+class Ratio:
+    """One figure of a target divided by the base target's at the same step, with its bootstrapped interval."""
+
+    value: float | None
+    low: float | None = None
+    high: float | None = None
+
+    @property
+    def clear(self) -> bool:
+        """The interval leaves out 1: a difference the run's samples support."""
+        return self.low is not None and self.high is not None and not (self.low <= 1 <= self.high)
+
+
+@dataclass(frozen=True)
+class Speedup:
+    target: str
+    base: str
+    max_new_tokens: int
+    users: int
+    throughput: Ratio
+    ttft_p50: Ratio
+    e2e_p50: Ratio
+
+
 @dataclass
 class Results:
-    """Every step's figures, derived from the records and the step facts."""
+    """Every step's figures, derived from the records, the step facts and the probes."""
 
     summaries: list[StepSummary]
     bad_lines: int = 0
     slo: SLO = field(default_factory=SLO)
     run: RunInfo | None = None
+    speedups: list[Speedup] = field(default_factory=list)
+
+    @property
+    def trusted(self) -> bool:
+        return not any(s.disturbances for s in self.summaries)
 
     @property
     def targets(self) -> list[str]:
@@ -161,24 +196,29 @@ def step_wall(records: Sequence[RequestRecord]) -> float:
     return max(r.start + r.e2e_s for r in records) - min(r.start for r in records)
 
 
+def by_step(records: Sequence[RequestRecord]) -> dict[StepKey, list[RequestRecord]]:
+    out: dict[StepKey, list[RequestRecord]] = {}
+    for r in records:
+        out.setdefault((r.target, r.users, r.max_new_tokens), []).append(r)
+    return out
+
+
 def derive(
     records: Sequence[RequestRecord],
     facts: Sequence[StepFacts] | None,
     slo: SLO | None = None,
+    probes: Sequence[Probe] = (),
 ) -> list[StepSummary]:
-    """One StepSummary per step, in the order the steps ran. `facts=None`: records alone (no sweep ran them)."""
-    by_step: dict[StepKey, list[RequestRecord]] = {}
-    apis: dict[StepKey, str] = {}
-    for r in records:
-        key = (r.target, r.users, r.max_new_tokens)
-        by_step.setdefault(key, []).append(r)
-        apis.setdefault(key, r.api)
+    """One StepSummary per step, in the order the steps ran. `facts=None`: records alone (no sweep ran them).
+    Steps whose conditions changed get their disturbances (trust.judge)."""
+    grouped = by_step(records)
+    apis: dict[StepKey, str] = {key: recs[0].api for key, recs in grouped.items()}
     known = {f.key: f for f in facts or []}
     for key, f in known.items():
         apis.setdefault(key, f.api)
     summaries = []
-    for key in dict.fromkeys([*known, *by_step]):
-        recs = by_step.get(key, [])
+    for key in dict.fromkeys([*known, *grouped]):
+        recs = grouped.get(key, [])
         f = known.get(key)
         target, users, cap = key
         s = summarize(
@@ -191,9 +231,53 @@ def derive(
             slo=slo or SLO(),
             loadgen_cpu=f.loadgen_cpu if f else None,
         )
+        s.others_cpu = f.others_cpu if f else None
         _judge_complete(s, f, expected=facts is not None)
         summaries.append(s)
+    judge(summaries[: len(known)], probes)  # the steps a sweep ran, in its order
     return summaries
+
+
+def speedups(records: Sequence[RequestRecord], summaries: Sequence[StepSummary]) -> list[Speedup]:
+    """Each target against the first at the same step: throughput (its time slices' rates), TTFT and e2e medians;
+    each ratio's interval bootstrapped from the two steps' samples."""
+    grouped = by_step(records)
+    targets = list(dict.fromkeys(s.target for s in summaries))
+    steps = {(s.target, s.users, s.max_new_tokens): s for s in summaries}
+    out = []
+    for s in summaries:
+        if len(targets) < 2 or s.target == targets[0] or (targets[0], s.users, s.max_new_tokens) not in steps:
+            continue
+        a = steps[(targets[0], s.users, s.max_new_tokens)]
+        b_recs, a_recs = grouped.get((s.target, s.users, s.max_new_tokens), []), grouped.get(_key(a), [])
+        b_rates = slice_rates(b_recs, measurement_window(b_recs, s.users))
+        a_rates = slice_rates(a_recs, measurement_window(a_recs, a.users))
+
+        def ok(recs: list[RequestRecord], name: str) -> list[float]:
+            return [getattr(r, name) for r in recs if r.ok and getattr(r, name) is not None]
+
+        out.append(
+            Speedup(
+                s.target,
+                a.target,
+                s.max_new_tokens,
+                s.users,
+                _ratio(s.output_tok_s, a.output_tok_s, intervals.ratio_ci(b_rates, a_rates, centre="mean")),
+                _ratio(s.ttft_p50_s, a.ttft_p50_s, intervals.ratio_ci(ok(b_recs, "ttft_s"), ok(a_recs, "ttft_s"))),
+                _ratio(s.e2e_p50_s, a.e2e_p50_s, intervals.ratio_ci(ok(b_recs, "e2e_s"), ok(a_recs, "e2e_s"))),
+            )
+        )
+    return out
+
+
+def _key(s: StepSummary) -> StepKey:
+    return (s.target, s.users, s.max_new_tokens)
+
+
+def _ratio(b: float | None, a: float | None, ci: intervals.Interval | None) -> Ratio:
+    if a in (None, 0) or b is None:
+        return Ratio(None)
+    return Ratio(b / a, *(ci or (None, None)))
 
 
 def _judge_complete(s: StepSummary, f: StepFacts | None, expected: bool) -> None:
@@ -219,7 +303,8 @@ def load(directory: Path) -> Results:
     records, bad = read_records(directory / "requests.jsonl")
     slo = run.slo if run else SLO()
     facts = read_facts(directory / "steps.jsonl") if run else None
-    return Results(derive(records, facts, slo), bad, slo, run)
+    summaries = derive(records, facts, slo, read_probes(directory / "probes.jsonl"))
+    return Results(summaries, bad, slo, run, speedups(records, summaries))
 
 
 SUMMARY_FIELDS = [
@@ -237,9 +322,15 @@ SUMMARY_FIELDS = [
     "ttft_p99_s",
     "itl_p50_s",
     "itl_p95_s",
+    "itl_p99_s",
     "e2e_p50_s",
     "e2e_p95_s",
     "e2e_p99_s",
+    "output_tok_s_ci_low",
+    "output_tok_s_ci_high",
+    *(f"{m}_p{q}_ci_{end}" for m in ("ttft", "itl", "e2e") for q in (50, 95, 99) for end in ("low", "high")),
+    "window_s",
+    "tok_s_cv",
     *(s for s in STATUSES if s != "ok"),
     "refused",
     "error_rate",
@@ -249,8 +340,10 @@ SUMMARY_FIELDS = [
     "peak_concurrency",
     "loadgen_cpu",
     "loadgen_bottleneck",
+    "others_cpu",
     "wall_s",
     "complete",
+    "disturbances",
 ]
 
 
@@ -258,6 +351,7 @@ def write_summaries(directory: Path, results: Results) -> None:
     """summary.json (versioned, with the run's settings) and summary.csv (one row per step)."""
     doc = {
         "schema_version": SCHEMA_VERSION,
+        "trusted": results.trusted,
         "run": asdict(results.run) if results.run else None,
         "steps": [asdict(s) for s in results.summaries],
     }
@@ -266,4 +360,4 @@ def write_summaries(directory: Path, results: Results) -> None:
         writer = csv.DictWriter(f, fieldnames=SUMMARY_FIELDS, extrasaction="ignore")
         writer.writeheader()
         for s in results.summaries:
-            writer.writerow({**asdict(s), **s.errors})
+            writer.writerow({**asdict(s), **s.errors, "disturbances": "; ".join(s.disturbances)})

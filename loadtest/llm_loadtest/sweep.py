@@ -4,11 +4,12 @@ Each step runs `locust --headless` with N users (N concurrent request loops) for
 then lets in-flight requests finish (`--stop-timeout`) before the next step. The Locust master appends each
 finished request to requests.jsonl as it finishes; after each step the sweep appends the step's facts to
 steps.jsonl and derives summary.json and summary.csv again (results.py), so a kill at any moment loses nothing
-that finished.
+that finished. Around the steps it sends calibration probes and measures the CPU other processes take (trust.py).
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -31,6 +32,7 @@ from llm_loadtest.results import (
     read_facts,
     write_summaries,
 )
+from llm_loadtest.trust import PROBE_REQUESTS, PROBE_TOKENS, Probe, append_probe, cpu_sample, others_cores, read_probes
 
 ARTICLE_USERS = (1, 5, 10, 25, 50, 100, 200, 300)  # the article's concurrency steps
 
@@ -43,6 +45,7 @@ class SweepConfig:
     duration_s: float | None = 30.0
     requests_per_step: int | None = None
     requests_per_user: int | None = None  # each user sends this many, then the step ends (one wave: 1)
+    min_requests: int = 0  # with requests_per_user: users of a small step send more, for enough samples
     warmup_requests: int = 2
     request_timeout_s: float = 300.0
     reconnect_wait_s: float = 60.0  # after connection errors: how long the target may take to come back
@@ -78,6 +81,8 @@ def warm_up(cfg: SweepConfig, target: Target, max_new_tokens: int) -> None:
             r = stream_request(conn, target, spec)
             if r.status == "connection_error":
                 raise SweepError(f"target {target.name} ({target.url}) cannot be reached: {r.error}")
+            if r.status == "not_event_stream":  # every request would fail the same way: a wrong URL or a proxy
+                raise SweepError(f"target {target.name} ({target.url}) does not answer with a stream: {r.error[:200]}")
     finally:
         conn.close()
 
@@ -123,7 +128,7 @@ def step_command(cfg: SweepConfig, target: Target, users: int, max_new_tokens: i
     if cfg.duration_s is not None:
         args += ["--run-time", f"{max(1, round(cfg.duration_s))}s"]
     if cfg.requests_per_user:
-        per_user = cfg.requests_per_user
+        per_user = max(cfg.requests_per_user, math.ceil(cfg.min_requests / users))
         args += ["--requests-per-user", str(per_user), "--max-requests", str(per_user * users)]
     elif cfg.requests_per_step:
         args += ["--max-requests", str(cfg.requests_per_step)]
@@ -133,6 +138,29 @@ def step_command(cfg: SweepConfig, target: Target, users: int, max_new_tokens: i
     if cfg.model:
         args += ["--model", cfg.model]
     return locust_command(target.url, *args, records_file=cfg.out / "requests.jsonl")
+
+
+def probe_round(cfg: SweepConfig, after_step: int, min_s: float = 0.5) -> None:
+    """The same short request to every target, PROBE_REQUESTS times (the fastest is kept), and the CPU other
+    processes took meanwhile; it lasts at least `min_s`, for a CPU figure steadier than one request."""
+    prompt = load_prompts(cfg.prompts).next()
+    urls = [t.url for t in cfg.targets]
+    before = cpu_sample(urls)
+    found = []
+    for target in cfg.targets:
+        conn = Connection(target.url)
+        try:
+            spec = RequestSpec(prompt, PROBE_TOKENS, min(cfg.request_timeout_s, 60), model=cfg.model)
+            done = [stream_request(conn, target, spec) for _ in range(PROBE_REQUESTS)]
+        finally:
+            conn.close()
+        ok = [r for r in done if r.ok]
+        ttft = min((r.ttft_s for r in ok if r.ttft_s is not None), default=None)
+        found.append((target.name, ttft, min((r.e2e_s for r in ok), default=None)))
+    time.sleep(max(0.0, min_s - (time.monotonic() - before.time)))
+    others = others_cores(before, cpu_sample(urls))
+    for name, ttft, e2e in found:
+        append_probe(cfg.out / "probes.jsonl", Probe(name, after_step, time.time(), ttft, e2e, others))
 
 
 def settings(cfg: SweepConfig) -> dict:
@@ -149,20 +177,35 @@ def run_sweep(
     run = run or RunInfo(settings(cfg), host={**host_facts(), **cfg.host_extra})
     run.write(cfg.out)
     records_path, facts_path, log = cfg.out / "requests.jsonl", cfg.out / "steps.jsonl", cfg.out / "locust.log"
+    probes_path = cfg.out / "probes.jsonl"
     results = Results([], slo=cfg.slo, run=run)
     total = len(cfg.targets) * len(cfg.max_new_tokens) * len(cfg.users)
+    urls = [t.url for t in cfg.targets]
+    for target in cfg.targets:  # every target warm before the first probe: a cold server's requests calibrate nothing
+        warm_up(cfg, target, cfg.max_new_tokens[0])
+    probe_round(cfg, 0)
     n = 0
     for target in cfg.targets:
-        for max_new_tokens in cfg.max_new_tokens:
-            warm_up(cfg, target, max_new_tokens)
+        for i, max_new_tokens in enumerate(cfg.max_new_tokens):
+            if i:
+                warm_up(cfg, target, max_new_tokens)
             for users in cfg.users:
                 if cfg.budget_s is not None and time.monotonic() - t0 > cfg.budget_s:
                     progress(f"time budget of {cfg.budget_s:g}s spent: the last {total - n} of {total} steps skipped")
                     return results.summaries
                 n += 1
+                cpu_before = cpu_sample(urls)
                 done = run_bounded(step_command(cfg, target, users, max_new_tokens), log, cfg.step_deadline_s)
+                others = others_cores(cpu_before, cpu_sample(urls))
                 facts = StepFacts(
-                    target.name, target.api, users, max_new_tokens, done.code, cfg.step_deadline_s, done.cpu_share
+                    target.name,
+                    target.api,
+                    users,
+                    max_new_tokens,
+                    done.code,
+                    cfg.step_deadline_s,
+                    done.cpu_share,
+                    others,
                 )
                 records, results.bad_lines = read_records(records_path)
                 key = facts.key
@@ -171,7 +214,8 @@ def run_sweep(
                 ):
                     raise SweepError(f"locust failed (exit {done.code}): {log_tail(log, 1)}")
                 append_facts(facts_path, facts)
-                results.summaries = derive(records, read_facts(facts_path), cfg.slo)
+                probe_round(cfg, n)
+                results.summaries = derive(records, read_facts(facts_path), cfg.slo, read_probes(probes_path))
                 write_summaries(cfg.out, results)
                 summary = next(s for s in results.summaries if (s.target, s.users, s.max_new_tokens) == key)
                 progress(progress_line(n, total, summary))

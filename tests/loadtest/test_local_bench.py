@@ -13,6 +13,7 @@ import numpy as np
 import psutil
 import pytest
 
+from llm_loadtest.metrics import measurement_window
 from llm_loadtest.reconcile import read_reconcile
 from llm_loadtest.records import read_records
 from tests.support.servers import REPO, VENV_BIN
@@ -52,17 +53,21 @@ def test_short_bench_end_to_end(tiny_model, tmp_path):
     assert {(r.target, r.users, r.max_new_tokens) for r in records} == {
         (t, u, m) for t in ("naive", "continuous") for u in (1, 3) for m in (16, 32)
     }
-    assert len(records) == 2 * (1 + 3) * 2  # one wave per step
+    # One wave per step, and at least 5 requests: 5 x 1 user, 2 x 3 users.
+    assert len(records) == 2 * (5 + 6) * 2
     for target in ("naive", "continuous"):
         for users in (1, 3):
             recs = [r for r in records if (r.target, r.users, r.max_new_tokens) == (target, users, 32)]
-            wall = max(r.start + r.e2e_s for r in recs) - min(r.start for r in recs)
+            begin, end = measurement_window(recs, users)
+            arrivals = np.concatenate([r.start + r.ttft_s + np.cumsum([0, *r.gaps_s]) for r in recs if r.ok])
+            tok_s = np.count_nonzero((arrivals >= begin) & (arrivals <= end)) / (end - begin)
             row = next(ln for ln in report.splitlines() if ln.startswith(f"| {target} | 32 | {users} |"))
             cells = [c.strip() for c in row.split("|")[1:-1]]
-            assert cells[5] == f"{sum(r.output_tokens for r in recs if r.ok) / wall:.1f}"
+            assert cells[5] == f"{tok_s:.1f}"
             assert cells[7] == f"{np.percentile([r.ttft_s for r in recs], 50):.3f}"
             assert cells[11] == f"{np.percentile([r.e2e_s for r in recs], 50):.3f}"
     assert "### continuous / naive" in report
+    assert report.startswith(("Trust: ok\n", "Trust: disturbed — "))
     capacity = report.split("## Capacity\n", 1)[1]
     assert "| max_new_tokens | naive | continuous | continuous / naive |" in capacity
     assert re.search(r"^\| 16 \| (≥ )?\d \| (≥ )?\d \| ", capacity, re.M), capacity

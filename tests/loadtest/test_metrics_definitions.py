@@ -21,7 +21,14 @@ def test_throughput_latency_and_errors():
     assert s.tok_s_per_user == pytest.approx((10 / 1.0 + 20 / 2.0) / 2)
     assert s.ttft_p50_s == pytest.approx(0.3)
     assert s.itl_p50_s == pytest.approx(((0.9 / 9) + (1.5 / 19)) / 2)
-    assert s.errors == {"http_error": 0, "stream_error": 1, "timeout": 1, "connection_error": 0, "cancelled": 0}
+    assert s.errors == {
+        "http_error": 0,
+        "stream_error": 1,
+        "timeout": 1,
+        "connection_error": 0,
+        "not_event_stream": 0,
+        "cancelled": 0,
+    }
     assert s.error_rate == pytest.approx(0.5)
     assert s.requests_per_s == pytest.approx(2.0)
     assert s.achieved_concurrency == pytest.approx(4.5 / 2.0)

@@ -124,7 +124,9 @@ def test_summary_of_known_records():
     ]
     s = step(records, users=4, wall_s=2.0)
     assert (s.requests, s.ok, s.output_tokens) == (5, 3, 35)
-    assert s.output_tok_s == pytest.approx(35 / 2.0)  # OK requests' tokens only
+    # The plateau is 3 in flight (the 503 made 4 for 10 ms), from 0 to 1.5 s: the OK tokens that arrived in it
+    # (10, 14 of 19, 6), cancelled ones' left out, per second.
+    assert s.window_s == pytest.approx(1.5) and s.output_tok_s == pytest.approx(30 / 1.5)
     assert s.tok_s_per_user == pytest.approx((10 / 1.0 + 19 / 2.0 + 6 / 1.5) / 3)
     assert s.requests_per_s == pytest.approx(5 / 2.0)
     assert s.ttft_p50_s == pytest.approx(0.2)
@@ -133,7 +135,14 @@ def test_summary_of_known_records():
     assert s.e2e_p50_s == pytest.approx(1.5)  # the failed and cancelled requests' e2e are not in it
     assert s.e2e_p95_s == pytest.approx(1.95)
     assert s.itl_p50_s == pytest.approx(0.9 / 9)
-    assert s.errors == {"http_error": 1, "stream_error": 0, "timeout": 0, "connection_error": 0, "cancelled": 1}
+    assert s.errors == {
+        "http_error": 1,
+        "stream_error": 0,
+        "timeout": 0,
+        "connection_error": 0,
+        "not_event_stream": 0,
+        "cancelled": 1,
+    }
     assert list(s.errors) == [x for x in STATUSES if x != "ok"]
     assert s.error_rate == pytest.approx(1 / 4)
     assert s.refused == 1
@@ -216,5 +225,13 @@ def test_live_window_without_ok_requests_and_reset():
 
 
 def test_status_values_are_the_documented_ones():
-    assert STATUSES == ["ok", "http_error", "stream_error", "timeout", "connection_error", "cancelled"]
+    assert STATUSES == [
+        "ok",
+        "http_error",
+        "stream_error",
+        "timeout",
+        "connection_error",
+        "not_event_stream",
+        "cancelled",
+    ]
     assert Status("ok") is Status.OK

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from llm_loadtest.metrics import SLO, StepSummary, summarize
 from llm_loadtest.records import RequestRecord
 from llm_loadtest.report import render_markdown
-from llm_loadtest.results import Results
+from llm_loadtest.results import Results, speedups
 
 CHARTS = ["throughput.png", "latency.png"]
 
@@ -30,25 +32,36 @@ def rec(target: str, status: str = "ok", ttft: float | None = 0.2, e2e: float = 
     )
 
 
-def step(target: str, cap: int, users: int, records: list[RequestRecord], wall_s: float, **kw) -> StepSummary:
-    return summarize(records, target=target, api="tgi", users=users, max_new_tokens=cap, wall_s=wall_s, **kw)
+Step = tuple[StepSummary, list[RequestRecord]]
 
 
-def a_step(cap: int, users: int, **kw) -> StepSummary:
-    """Base target: TTFT 0.2 s, e2e 1 s, 10 tokens per request, `users` requests in 2 s: 5 tok/s per user."""
+def results(*steps: Step, **kw) -> Results:
+    """Results as `load` makes them: the summaries, and the speed-ups bootstrapped from the steps' records."""
+    summaries = [s for s, _ in steps]
+    return Results(summaries, speedups=speedups([r for _, recs in steps for r in recs], summaries), **kw)
+
+
+def step(target: str, cap: int, users: int, records: list[RequestRecord], wall_s: float, **kw) -> Step:
+    records = [replace(r, users=users, max_new_tokens=cap) for r in records]
+    return summarize(records, target=target, api="tgi", users=users, max_new_tokens=cap, wall_s=wall_s, **kw), records
+
+
+def a_step(cap: int, users: int, **kw) -> Step:
+    """Base target: TTFT 0.2 s, e2e 1 s, 10 tokens per request, `users` requests at once (a wall of 2 s that the
+    measurement window of 1 s leaves out): 10 tok/s per user."""
     return step("a", cap, users, [rec("a") for _ in range(users)], 2.0, **kw)
 
 
-def b_step(cap: int, users: int, **kw) -> StepSummary:
-    """Twice as fast: TTFT 0.1 s, e2e 0.5 s, the same tokens in 1 s."""
+def b_step(cap: int, users: int, **kw) -> Step:
+    """Twice as fast: TTFT 0.1 s, e2e 0.5 s, the same tokens in a window of 0.5 s."""
     return step("b", cap, users, [rec("b", ttft=0.1, e2e=0.5) for _ in range(users)], 1.0, **kw)
 
 
 @pytest.fixture
 def report() -> Results:
     incomplete = a_step(16, 2)
-    incomplete.complete = False
-    incomplete.notes.append("no summary was saved for this step (the sweep stopped during it)")
+    incomplete[0].complete = False
+    incomplete[0].notes.append("no summary was saved for this step (the sweep stopped during it)")
     failed = step("b", 64, 2, [rec("b", "timeout", ttft=None, tokens=0, server=0)] * 2, 1.0)
     mismatch = step("b", 16, 1, [rec("b", ttft=0.1, e2e=0.5, server=11)], 1.0)
     summaries = [
@@ -62,7 +75,7 @@ def report() -> Results:
         b_step(64, 1),
         failed,
     ]
-    return Results(summaries, bad_lines=2, slo=SLO())
+    return results(*summaries, bad_lines=2, slo=SLO())
 
 
 def table(markdown: str, heading: str) -> list[list[str]]:
@@ -79,7 +92,7 @@ def table(markdown: str, heading: str) -> list[list[str]]:
 
 def test_header_notes_and_charts(report):
     md = render_markdown(report, CHARTS)
-    assert md.startswith("# LLM serving benchmark report\n")
+    assert md.startswith("Trust: ok\n\n# LLM serving benchmark report\n")
     assert "computed from `requests.jsonl` (16 requests)" in md
     assert "TTFT ≤ 2 s and ITL ≤ 100 ms" in md
     assert "2 unreadable line(s) in requests.jsonl were skipped" in md
@@ -109,17 +122,17 @@ def test_steps_table_one_row_per_step_sorted_and_formatted(report):
     ]
     # ITL (1.0 - 0.2) / 9 = 88.9 ms; goodput 1 request in 2 s; statuses http_error .. cancelled.
     assert rows[0] == [
-        *("a", "16", "1", "1", "1", "5.0", "10.0", "0.200", "0.200", "88.9", "88.9", "1.000", "1.000"),
-        *("0", "0", "0", "0", "0", "0.50", "50% CPU"),
+        *("a", "16", "1", "1", "1", "10.0", "10.0", "0.200", "0.200", "88.9", "88.9", "1.000", "1.000"),
+        *("0", "0", "0", "0", "0", "0", "0.50", "50% CPU"),
     ]
-    assert rows[6][5:7] == ["40.0", "20.0"]  # b, 4 users: 40 tokens in 1 s; 10 tokens in 0.5 s each
+    assert rows[6][5:7] == ["80.0", "20.0"]  # b, 4 users: 40 tokens in 0.5 s; 10 tokens in 0.5 s each
 
 
 def test_missing_values_and_flags(report):
     rows = {(r[0], r[1], r[2]): r for r in table(render_markdown(report, []), "## Steps")}
     failed = rows["b", "64", "2"]
     assert failed[3:13] == ["2", "0", "0.0", "-", "-", "-", "-", "-", "-", "-"]  # no OK request: no latencies
-    assert failed[13:18] == ["0", "0", "2", "0", "0"] and failed[18] == "0.00"
+    assert failed[13:19] == ["0", "0", "2", "0", "0", "0"] and failed[19] == "0.00"
     assert rows["a", "64", "1"][-1] == "**limited**, load generator CPU at 95% of a core per process"
     assert rows["a", "16", "2"][-1] == (
         "**incomplete step**, no summary was saved for this step (the sweep stopped during it)"
@@ -142,12 +155,41 @@ def test_speedup_ratios(report):
 def test_speedup_against_a_base_without_throughput_is_a_dash():
     base = step("a", 16, 1, [rec("a", "timeout", ttft=None, tokens=0, server=0)], 1.0)
     other = step("b", 16, 1, [rec("b")], 1.0)
-    md = render_markdown(Results([base, other], bad_lines=0, slo=SLO()), [])
+    md = render_markdown(results(base, other, bad_lines=0, slo=SLO()), [])
     assert table(md, "### b / a") == [["16", "1", "-", "-", "-"]]
 
 
 def test_one_target_has_no_speedup_section():
-    md = render_markdown(Results([a_step(16, 1), a_step(64, 1)], bad_lines=0, slo=SLO(ttft_s=0.5, itl_s=0.05)), [])
+    md = render_markdown(results(a_step(16, 1), a_step(64, 1), bad_lines=0, slo=SLO(ttft_s=0.5, itl_s=0.05)), [])
     assert "Speed-up" not in md
     assert "TTFT ≤ 0.5 s and ITL ≤ 50 ms" in md
     assert len(table(md, "## Steps")) == 2
+
+
+def test_speedup_prints_each_ratio_with_its_interval():
+    """30 requests a step: b's TTFTs are a's (no clear difference), c's twice a's (a clear 2x)."""
+    ttfts = [0.1 + 0.2 * i / 29 for i in range(30)]
+
+    def many(target: str, scale: float) -> list[RequestRecord]:
+        return [rec(target, ttft=t * scale, e2e=t * scale + 1.0) for t in ttfts]
+
+    md = render_markdown(
+        results(
+            step("a", 16, 30, many("a", 1), 2), step("b", 16, 30, many("b", 1), 2), step("c", 16, 30, many("c", 2), 2)
+        ),
+        [],
+    )
+    (same,) = table(md, "### b / a")
+    (twice,) = table(md, "### c / a")
+    assert same[3].startswith("1.0") and same[3].endswith("no clear difference")
+    value, interval = twice[3].split(" ", 1)
+    low, high = (float(x) for x in interval.strip("()").split("–"))
+    assert float(value) == pytest.approx(2.0, abs=0.01) and 1 < low < 2 < high and "no clear" not in twice[3]
+
+
+def test_trust_line_names_the_disturbed_steps(report):
+    report.summaries[2].disturbances.append("other processes took 1.6 cores (0.1 at the run's quietest)")
+    first = render_markdown(report, []).splitlines()[0]
+    assert first == (
+        "Trust: disturbed — a 64 tokens × 1 users: other processes took 1.6 cores (0.1 at the run's quietest)"
+    )

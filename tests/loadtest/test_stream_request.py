@@ -296,3 +296,39 @@ def test_a_request_stopped_by_the_load_tester_is_recorded_as_cancelled():
     (r,) = cancelled
     assert (r.status, r.output_tokens, r.http_status) == ("cancelled", 1, 200)
     assert conn.closed
+
+
+HTML = b"<!DOCTYPE html><html><body><h1>Welcome to nginx!</h1></body></html>"
+
+
+def test_an_html_page_with_200_is_not_an_event_stream():
+    """A misrouted proxy answers 200 with a page: its own status, with the Content-Type and the page's start, not
+    'the stream ended before its final event'; the body is read whole, so the connection serves the next request."""
+
+    def script(peer: Peer) -> None:
+        peer.expect_request()
+        peer.send(head(content_type="text/html; charset=utf-8", content_length=str(len(HTML))) + HTML)
+        peer.expect_request()
+        peer.send(SSE_HEAD + chunked(*TGI_EVENTS))
+        peer.read_request()
+
+    with ScriptedServer(script) as server:
+        conn = Connection(server.url)
+        r = stream_request(conn, Target("t", server.url), SPEC)
+        after = stream_request(conn, Target("t", server.url), SPEC)
+        conn.close()
+    assert (r.status, r.http_status, r.output_tokens, r.ttft_s) == ("not_event_stream", 200, 0, None)
+    assert r.error.startswith("HTTP 200 with Content-Type text/html; charset=utf-8, not an event stream: <!DOCTYPE")
+    assert r.refused  # users back off instead of looping on the page
+    assert after.status == "ok" and server.accepted == 1
+
+
+def test_a_body_without_content_type_or_events_is_not_an_event_stream():
+    def script(peer: Peer) -> None:
+        peer.expect_request()
+        peer.send(head(content_length=str(len(HTML))) + HTML)
+        peer.read_request()
+
+    with ScriptedServer(script) as server:
+        r = run(server)
+    assert r.status == "not_event_stream" and r.error == "HTTP 200 without an event stream: " + HTML.decode()

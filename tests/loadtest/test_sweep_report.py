@@ -10,6 +10,7 @@ import subprocess
 import numpy as np
 import pytest
 
+from llm_loadtest.metrics import measurement_window
 from llm_loadtest.records import read_records
 from llm_loadtest.results import SCHEMA_VERSION
 from tests.support.loadgen import synthetic_server
@@ -121,7 +122,11 @@ def test_report_refuses_results_of_another_schema(sweep_dir, tmp_path):
     run = json.loads((out / "run.json").read_text())
     (old / "run.json").write_text(json.dumps({**run, "schema_version": 1}))
     refused = cli("report", str(old))
-    assert refused.returncode != 0 and "results schema 1" in refused.stderr and "Traceback" not in refused.stderr
+    assert (
+        refused.returncode != 0
+        and "results schema 1, this llm-loadtest reads 3" in refused.stderr
+        and "Traceback" not in refused.stderr
+    )
     assert not (old / "report.md").exists()
 
 
@@ -137,7 +142,10 @@ def test_report_figures_equal_those_from_the_records(sweep_dir):
     for target, cap, users in [("slow", 16, 4), ("fast", 32, 1)]:
         recs = [r for r in records if (r.target, r.max_new_tokens, r.users) == (target, cap, users)]
         wall = max(r.start + r.e2e_s for r in recs) - min(r.start for r in recs)
-        tok_s = sum(r.output_tokens for r in recs if r.ok) / wall
+        begin, end = measurement_window(recs, users)  # every user in flight: no ramp, no drain
+        assert 0 < end - begin <= wall
+        arrivals = np.concatenate([r.start + r.ttft_s + np.cumsum([0, *r.gaps_s]) for r in recs if r.ok])
+        tok_s = np.count_nonzero((arrivals >= begin) & (arrivals <= end)) / (end - begin)
         ttft_p95 = np.percentile([r.ttft_s for r in recs], 95)
         row = next(line for line in report.splitlines() if line.startswith(f"| {target} | {cap} | {users} |"))
         cells = [c.strip() for c in row.split("|")[1:-1]]

@@ -33,5 +33,5 @@ def rec(
         finish_reason="length" if status == "ok" else None,
         http_status=http_status,
         error=None if status == "ok" else "boom",
-        gaps_s=[0.1] * max(tokens - 1, 0),
+        gaps_s=[itl] * (tokens - 1) if itl is not None else [],  # tokens evenly from the first to the end
     )
