@@ -27,7 +27,7 @@ class Target:
 
     @classmethod
     def parse(cls, spec: str, default_api: str = "tgi") -> Target:
-        """`NAME=URL` or `NAME=URL@api` (api: tgi or openai)."""
+        """`NAME=URL` or `NAME=URL@api` (api: tgi, openai or openai-chat)."""
         if "=" not in spec:
             raise ValueError(f"target {spec!r}: expected NAME=URL, e.g. tgi=http://127.0.0.1:8080")
         name, url = spec.split("=", 1)
@@ -131,7 +131,7 @@ def stream_request(
                     # The end of the answer. The closing bytes are still read, so that the connection stays
                     # usable for the next request instead of being dropped.
                     state["end"] = now
-        if "end" in state or (target.api == "openai" and state["finish_reason"] is not None):
+        if "end" in state or (dialect.finish_is_final and state["finish_reason"] is not None):
             return record(Status.OK)
         conn.close()
         if not arrivals and buffer.strip() and b"data:" not in buffer:  # no Content-Type, and no event in the body

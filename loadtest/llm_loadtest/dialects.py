@@ -1,4 +1,5 @@
-"""The two streaming dialects a target may speak: TGI's /generate_stream and OpenAI's /v1/completions."""
+"""The streaming dialects a target may speak: TGI's /generate_stream, OpenAI's /v1/completions and OpenAI's
+/v1/chat/completions."""
 
 from __future__ import annotations
 
@@ -22,6 +23,8 @@ class Parsed:
 class Dialect(Protocol):
     name: str
     path: str
+    # Does a chunk with a finish_reason end the answer, even if the stream then closes without its last event?
+    finish_is_final: bool
 
     def body(self, prompt: str, max_new_tokens: int, model: str | None) -> dict[str, Any]: ...
 
@@ -31,6 +34,7 @@ class Dialect(Protocol):
 class TGI:
     name = "tgi"
     path = "/generate_stream"
+    finish_is_final = False
 
     def body(self, prompt: str, max_new_tokens: int, model: str | None) -> dict[str, Any]:
         return {"inputs": prompt, "parameters": {"max_new_tokens": max_new_tokens, "details": True}}
@@ -51,10 +55,17 @@ class TGI:
 class OpenAI:
     name = "openai"
     path = "/v1/completions"
+    finish_is_final = True
+
+    def prompt_fields(self, prompt: str) -> dict[str, Any]:
+        return {"prompt": prompt}
+
+    def counts_as_token(self, choice: dict[str, Any]) -> bool:
+        return True
 
     def body(self, prompt: str, max_new_tokens: int, model: str | None) -> dict[str, Any]:
         body: dict[str, Any] = {
-            "prompt": prompt,
+            **self.prompt_fields(prompt),
             "max_tokens": max_new_tokens,
             "stream": True,
             # continuous_usage_stats (vLLM, fastapi-llama) puts the running token count on every chunk:
@@ -81,10 +92,27 @@ class OpenAI:
         if choices:
             # Without a running count, one chunk is one token (TGI sends one per token, even when its text is
             # empty); a server that merges tokens without the count then shows up as a mismatch with `usage`.
-            parsed.tokens = 1
+            parsed.tokens = 1 if self.counts_as_token(choices[0]) else 0
             parsed.finish_reason = choices[0].get("finish_reason") or None
             parsed.running_tokens = parsed.server_tokens
         return parsed
 
 
-DIALECTS: dict[str, Dialect] = {"tgi": TGI(), "openai": OpenAI()}
+class OpenAIChat(OpenAI):
+    """The same chunks, usage and errors as `openai`; the prompt goes as one user message (the server applies its
+    chat template) and each chunk's text is in `delta.content`."""
+
+    name = "openai-chat"
+    path = "/v1/chat/completions"
+
+    def prompt_fields(self, prompt: str) -> dict[str, Any]:
+        return {"messages": [{"role": "user", "content": prompt}]}
+
+    def counts_as_token(self, choice: dict[str, Any]) -> bool:
+        # OpenAI and vLLM open the stream with a chunk that only names the role; it carries no token.
+        delta = choice.get("delta") or {}
+        opening = "role" in delta and not delta.get("content") and not choice.get("finish_reason")
+        return not opening
+
+
+DIALECTS: dict[str, Dialect] = {"tgi": TGI(), "openai": OpenAI(), "openai-chat": OpenAIChat()}

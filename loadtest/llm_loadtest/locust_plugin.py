@@ -38,7 +38,8 @@ def add_arguments(parser: Any) -> None:
         choices=sorted(DIALECTS),
         default="tgi",
         env_var="LOCUST_API",
-        help="Dialect of the target: tgi (/generate_stream) or openai (/v1/completions)",
+        help="Dialect of the target: tgi (/generate_stream), openai (/v1/completions) or openai-chat "
+        "(/v1/chat/completions)",
     )
     parser.add_argument(
         "--max-new-tokens",
@@ -68,7 +69,7 @@ def add_arguments(parser: Any) -> None:
         help="Seconds a user waits after a refused request (connection refused, 429/503, an error event before "
         "the first token), doubling with each refusal in a row up to 8 s",
     )
-    parser.add_argument("--model", default="", env_var="LOCUST_MODEL", help="Model name sent by the openai dialect")
+    parser.add_argument("--model", default="", env_var="LOCUST_MODEL", help="Model name sent by the openai dialects")
     parser.add_argument(
         "--target-name",
         default="",

@@ -5,7 +5,7 @@ Fields of `requests.jsonl` (one JSON object per line, written as each request fi
 | field | meaning |
 | --- | --- |
 | `request_id` | sent as the `x-request-id` header |
-| `target`, `api` | the target's name and dialect (`tgi` or `openai`) |
+| `target`, `api` | the target's name and dialect (`tgi`, `openai` or `openai-chat`) |
 | `users`, `max_new_tokens` | the step this request belongs to (concurrency, token cap) |
 | `status` | `ok`, `http_error`, `stream_error`, `timeout`, `connection_error`, `not_event_stream`, `cancelled` |
 | `start` | epoch seconds when the request was sent |
@@ -19,9 +19,9 @@ Fields of `requests.jsonl` (one JSON object per line, written as each request fi
 | `http_status` | the response's status code (null when none arrived) |
 | `error` | the error message, for any status but `ok` |
 
-Tokens received: one per TGI token event. In the OpenAI dialect, per chunk, the growth of the server's running
+Tokens received: one per TGI token event. In the OpenAI dialects, per chunk, the growth of the server's running
 `usage.completion_tokens` where it sends one (vLLM merges several tokens into a chunk when its API server lags
-behind the engine), else one per chunk.
+behind the engine), else one per chunk (in chat, not the role-only chunk that opens OpenAI's and vLLM's streams).
 """
 
 from __future__ import annotations

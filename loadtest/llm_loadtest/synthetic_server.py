@@ -1,8 +1,9 @@
 """A synthetic LLM server with known timings, for measuring the load tester itself.
 
 It speaks just enough HTTP/1.1 (keep-alive, chunked responses) to stream TGI's /generate_stream and OpenAI's
-/v1/completions. Token i of a request is sent at t0 + ttft + i * gap, on absolute deadlines, so scheduling
-jitter never accumulates. Behaviours, chosen per server or cycled with `--behavior mixed`:
+/v1/completions and /v1/chat/completions (which opens with a role-only chunk, as OpenAI's and vLLM's do). Token i
+of a request is sent at t0 + ttft + i * gap, on absolute deadlines, so scheduling jitter never accumulates.
+Behaviours, chosen per server or cycled with `--behavior mixed`:
 
   ok            stream `--tokens` tokens (or max_new_tokens, whichever is smaller) and finish
   stream_error  send a few tokens, then TGI's in-stream error event (as TGI does when overloaded)
@@ -145,7 +146,11 @@ class SyntheticServer:
         scale = self.config.slow_factor if slow else 1.0
         ttft_s, gap_s = self.config.ttft_s * scale, self.config.gap_s * scale
         openai = path.startswith("/v1/")
-        cap = body.get("max_tokens") if openai else body.get("parameters", {}).get("max_new_tokens")
+        chat = path.startswith("/v1/chat/")
+        if openai:
+            cap = body.get("max_completion_tokens") or body.get("max_tokens")
+        else:
+            cap = body.get("parameters", {}).get("max_new_tokens")
         n = min(self.config.tokens, cap or self.config.tokens)
         if behavior == "http_429":
             err = json.dumps({"error": "Model is overloaded", "error_type": "overloaded"}).encode()
@@ -161,6 +166,8 @@ class SyntheticServer:
         per_chunk = MERGED if openai and behavior.startswith("merge") else 1
         options = body.get("stream_options") or {}
         running_usage = behavior != "merge_silent" and bool(options.get("continuous_usage_stats"))
+        if chat:  # sent with the headers: it carries no token, so it must not move the client's first-token time
+            writer.write(_openai_event("", None, 0 if running_usage else None, chat, role_only=True))
         for i in range(min(n, stop_after)):
             delay = t0 + ttft_s + i * gap_s - time.perf_counter()
             if delay > 0:
@@ -171,7 +178,7 @@ class SyntheticServer:
                 continue  # held back, sent with the chunk's last token
             if openai:
                 text = "".join(f" t{k}" for k in range(i + 1 - per_chunk, i + 1) if k >= 0)
-                writer.write(_openai_event(text, last, i + 1 if running_usage else None))
+                writer.write(_openai_event(text, last, i + 1 if running_usage else None, chat))
             else:
                 writer.write(_tgi_event(i, last, n))
             await writer.drain()
@@ -212,14 +219,21 @@ def _tgi_event(i: int, last: bool, n: int) -> bytes:
     return _event(event)
 
 
-def _openai_event(text: str, last: bool, running_tokens: int | None) -> bytes:
+def _openai_event(
+    text: str, last: bool | None, running_tokens: int | None, chat: bool = False, role_only: bool = False
+) -> bytes:
+    if chat:
+        delta = {"role": "assistant", "content": ""} if role_only else {"content": text}
+        choice: dict = {"index": 0, "delta": delta, "finish_reason": "length" if last else None}
+    else:
+        choice = {"index": 0, "text": text, "finish_reason": "length" if last else ""}
     chunk: dict = {
-        "id": "cmpl-synthetic",
-        "object": "text_completion",
+        "id": "chatcmpl-synthetic" if chat else "cmpl-synthetic",
+        "object": "chat.completion.chunk" if chat else "text_completion",
         "created": 0,
         "model": "synthetic",
         "system_fingerprint": "synthetic",
-        "choices": [{"index": 0, "text": text, "finish_reason": "length" if last else ""}],
+        "choices": [choice],
     }
     if running_tokens is not None:
         chunk["usage"] = {"prompt_tokens": 5, "completion_tokens": running_tokens, "total_tokens": 5 + running_tokens}

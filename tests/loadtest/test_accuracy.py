@@ -18,7 +18,7 @@ from tests.support.loadgen import run_locust, synthetic_server
 TTFT_MS, GAP_MS, TOKENS = 50, 10, 64
 
 
-@pytest.mark.parametrize("api", ["tgi", "openai"])
+@pytest.mark.parametrize("api", ["tgi", "openai", "openai-chat"])
 def test_timings_agree_with_the_truth_at_64_streams(tmp_path, api):
     records_path, log = tmp_path / "requests.jsonl", tmp_path / "server.jsonl"
     with synthetic_server(TTFT_MS, GAP_MS, TOKENS, log=log) as url:

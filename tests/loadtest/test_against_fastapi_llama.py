@@ -6,12 +6,30 @@ import subprocess
 
 import pytest
 
+from llm_loadtest.client import RequestSpec, Target, stream_request
+from llm_loadtest.http import Connection
 from llm_loadtest.records import read_records
 from tests.support.servers import VENV_BIN
 
 
+@pytest.mark.parametrize("api", ["tgi", "openai", "openai-chat"])
+def test_each_dialect_counts_the_tokens_the_service_reports(naive_server, api):
+    """The tokens a dialect counts in the stream equal the server's own count (details / usage), request after
+    request on one kept-alive connection."""
+    target = Target("fastapi", naive_server.url, api)
+    conn = Connection(naive_server.url)
+    try:
+        records = [stream_request(conn, target, RequestSpec(prompt, 12, timeout_s=60)) for prompt in ("Hi", "def f")]
+    finally:
+        conn.close()
+    for r in records:
+        assert (r.status, r.finish_reason) == ("ok", "length"), r.error
+        assert r.output_tokens == r.server_tokens == 12
+        assert len(r.gaps_s) == 11 and r.ttft_s is not None
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("api", ["tgi", "openai"])
+@pytest.mark.parametrize("api", ["tgi", "openai", "openai-chat"])
 def test_sweep_and_report_against_the_service(naive_server, tmp_path, api):
     out = tmp_path / "sweep"
     run = subprocess.run(

@@ -1,4 +1,4 @@
-"""The two streaming dialects (request bodies, event parsing) and target specs, on real-shaped events."""
+"""The streaming dialects (request bodies, event parsing) and target specs, on real-shaped events."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from llm_loadtest.dialects import DIALECTS, Parsed
 
 TGI = DIALECTS["tgi"]
 OPENAI = DIALECTS["openai"]
+CHAT = DIALECTS["openai-chat"]
 
 
 def event(obj: object) -> bytes:
@@ -42,6 +43,7 @@ def test_dialects_by_name():
     assert {name: (d.name, d.path) for name, d in DIALECTS.items()} == {
         "tgi": ("tgi", "/generate_stream"),
         "openai": ("openai", "/v1/completions"),
+        "openai-chat": ("openai-chat", "/v1/chat/completions"),
     }
 
 
@@ -63,6 +65,58 @@ def test_openai_body_streams_with_running_usage():
         "model": "llama",
     }
     assert "model" not in OPENAI.body("Hi", 32, model=None)
+
+
+def test_chat_body_sends_the_prompt_as_one_user_message():
+    expected = {**OPENAI.body("Hi", 32, model="llama"), "messages": [{"role": "user", "content": "Hi"}]}
+    del expected["prompt"]
+    assert CHAT.body("Hi", 32, model="llama") == expected
+
+
+def chat_chunk(delta: dict, finish_reason: str | None = None, usage: dict | None = None) -> dict:
+    return {
+        "id": "chatcmpl-1",
+        "object": "chat.completion.chunk",
+        "created": 1,
+        "model": "m",
+        "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}],
+        "usage": usage,
+    }
+
+
+@pytest.mark.parametrize(
+    ("delta", "finish_reason", "expected"),
+    [
+        ({"role": "assistant", "content": " the"}, None, Parsed(tokens=1)),  # TGI, fastapi-llama: role every time
+        ({"content": " the"}, None, Parsed(tokens=1)),  # OpenAI, vLLM: role only in the opening chunk
+        ({"role": "assistant", "content": ""}, None, Parsed(tokens=0)),  # that opening chunk: no token
+        ({"role": "assistant"}, None, Parsed(tokens=0)),
+        ({"content": ""}, "stop", Parsed(tokens=1, finish_reason="stop")),  # a last token without text (EOS)
+        ({"role": "assistant", "content": ""}, "length", Parsed(tokens=1, finish_reason="length")),
+    ],
+)
+def test_chat_chunks(delta, finish_reason, expected):
+    assert CHAT.parse(event(chat_chunk(delta, finish_reason))) == expected
+
+
+def test_chat_running_usage_counts_even_a_token_without_text():
+    """An EOS token sent with ignore_eos has no text; the server's running count still moves, and rules."""
+    usage = {"prompt_tokens": 3, "total_tokens": 7, "completion_tokens": 4}
+    parsed = CHAT.parse(event(chat_chunk({"role": "assistant", "content": ""}, usage=usage)))
+    assert (parsed.server_tokens, parsed.running_tokens) == (4, 4)
+
+
+def test_chat_usage_done_and_errors_as_openai():
+    final = {
+        "id": "chatcmpl-1",
+        "choices": [],
+        "usage": {"prompt_tokens": 3, "total_tokens": 8, "completion_tokens": 5},
+    }
+    assert CHAT.parse(event(final)) == Parsed(server_tokens=5)
+    assert CHAT.parse(b"[DONE]") == Parsed(done=True)
+    assert CHAT.parse(event({"error": "Model is overloaded", "error_type": "overloaded"})).error == (
+        "Model is overloaded"
+    )
 
 
 def test_tgi_token_event():
@@ -122,7 +176,7 @@ def test_openai_error_object(error, message):
     assert OPENAI.parse(event({"error": error})) == Parsed(error=message)
 
 
-@pytest.mark.parametrize("name", ["tgi", "openai"])
+@pytest.mark.parametrize("name", ["tgi", "openai", "openai-chat"])
 @pytest.mark.parametrize("data", [b"{not json", b'{"token": ', b""])
 def test_invalid_json_raises_value_error(name, data):
     with pytest.raises(ValueError):
@@ -141,6 +195,7 @@ def test_invalid_json_raises_value_error(name, data):
         ("v=http://user@host:8080/", Target("v", "http://user@host:8080", "tgi")),
         ("v=http://user@host:8080@openai", Target("v", "http://user@host:8080", "openai")),
         ("v=http://host/x?a=b", Target("v", "http://host/x?a=b", "tgi")),
+        ("c=http://127.0.0.1:8000@openai-chat", Target("c", "http://127.0.0.1:8000", "openai-chat")),
     ],
 )
 def test_target_parse(spec, expected):
@@ -159,7 +214,7 @@ def test_target_default_api():
         ("=http://127.0.0.1:8080", "NAME must be set"),
         ("tgi=127.0.0.1:8080", "must start with http"),
         ("tgi=ftp://host", "must start with http"),
-        ("tgi=http://host@grpc", "api must be one of tgi, openai"),
+        ("tgi=http://host@grpc", "api must be one of tgi, openai, openai-chat"),
     ],
 )
 def test_target_parse_rejects(spec, message):

@@ -213,5 +213,8 @@ def test_custom_arguments_appear_in_the_web_ui_form(web_locust):
     page = httpx.get(web_locust.url).text
     options = json.loads(re.search(r'"extra_options": (\{.*?\}\}),', page).group(1))
     assert {"api", "max_new_tokens", "prompts", "request_timeout", "model", "target_name"} <= set(options)
-    assert options["api"]["choices"] == ["openai", "tgi"] and options["max_new_tokens"]["default_value"] == 16
+    assert (
+        options["api"]["choices"] == ["openai", "openai-chat", "tgi"]
+        and options["max_new_tokens"]["default_value"] == 16
+    )
     assert "records_file" not in options  # a server-side path is not a web-form field

@@ -51,7 +51,7 @@ def _describe(exc: RequestValidationError) -> str:
     return "Input validation error: " + "; ".join(parts)
 
 
-GENERATION_ROUTES = frozenset({"/", "/generate", "/generate_stream", "/v1/completions"})
+GENERATION_ROUTES = frozenset({"/", "/generate", "/generate_stream", "/v1/completions", "/v1/chat/completions"})
 
 
 def _count_rejected(request: Request) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -82,24 +82,60 @@ class StreamOptions(_Strict):
     continuous_usage_stats: bool = False
 
 
-class CompletionRequest(_Strict):
-    prompt: (
-        Annotated[str, Field(json_schema_extra=NOT_BLANK)]
-        | Annotated[list[Annotated[str, Field(json_schema_extra=NOT_BLANK)]], Field(min_length=1, max_length=1)]
-    )
+class OpenAIRequest(_Strict):
+    """The fields OpenAI's /v1/completions and /v1/chat/completions share, with those of vLLM's that benchmark
+    clients send (GuideLLM, vLLM's benchmarks). A field that would change the output in a way this service cannot
+    honour is refused by `unsupported`, by name; the others are honoured or have no effect on one greedy answer."""
+
     model: str | None = None
     max_tokens: Annotated[int, Field(ge=1)] | None = None
+    max_completion_tokens: Annotated[int, Field(ge=1)] | None = None  # OpenAI's current name for max_tokens
     temperature: Annotated[float, Field(ge=0, le=2)] | None = None
     top_p: Annotated[float, Field(gt=0, le=1)] | None = None
+    top_k: Annotated[int, Field(ge=-1)] | None = None  # vLLM's; -1 and 0 mean off
     seed: Annotated[int, Field(ge=0, lt=2**64)] | None = None
-    stop: Annotated[list[str], Field(max_length=MAX_STOP_SEQUENCES)] | None = None
+    stop: str | Annotated[list[str], Field(max_length=MAX_STOP_SEQUENCES)] | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
     repetition_penalty: Annotated[float, Field(gt=0)] | None = None
     frequency_penalty: float | None = None
-    suffix: str | None = None
-    n: Annotated[int, Field(ge=1, le=1)] | None = None
+    presence_penalty: float | None = None
+    logit_bias: dict[str, float] | None = None
+    n: int | None = None
     user: str | None = None
+    ignore_eos: bool = False  # vLLM's: EOS does not end the answer, so it runs to the token cap
+    min_tokens: Annotated[int, Field(ge=0)] = 0  # vLLM's: no EOS before this many tokens
+
+    def token_cap(self) -> int | None:
+        if None not in (self.max_tokens, self.max_completion_tokens) and self.max_tokens != self.max_completion_tokens:
+            raise ValueError("`max_tokens` and `max_completion_tokens` differ; send one")
+        return self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
+
+    def stop_list(self) -> list[str]:
+        return [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
+
+    def unsupported(self) -> list[str]:
+        refused = []
+        if self.n not in (None, 1):
+            refused.append("n > 1")
+        if self.frequency_penalty not in (None, 0.0):
+            refused.append("frequency_penalty")
+        if self.presence_penalty not in (None, 0.0):
+            refused.append("presence_penalty")
+        if self.logit_bias:
+            refused.append("logit_bias")
+        return refused
+
+
+class CompletionRequest(OpenAIRequest):
+    prompt: (
+        Annotated[str, Field(json_schema_extra=NOT_BLANK)]
+        | Annotated[list[Annotated[str, Field(json_schema_extra=NOT_BLANK)]], Field(min_length=1, max_length=1)]
+    )
+    suffix: str | None = None
+    echo: bool = False
+    best_of: int | None = None
+    logprobs: bool | int | None = None
 
     def prompt_text(self) -> str:
         text = self.prompt if isinstance(self.prompt, str) else self.prompt[0]
@@ -108,11 +144,62 @@ class CompletionRequest(_Strict):
         return text
 
     def unsupported(self) -> list[str]:
-        refused = []
-        if self.frequency_penalty not in (None, 0.0):
-            refused.append("frequency_penalty")
+        refused = super().unsupported()
         if self.suffix:
             refused.append("suffix")
+        if self.echo:
+            refused.append("echo")
+        if self.best_of not in (None, 1):
+            refused.append("best_of")
+        if self.logprobs is not None and self.logprobs is not False:  # even 0 asks for the chosen token's
+            refused.append("logprobs")
+        return refused
+
+
+class TextPart(_Strict):
+    type: Literal["text"]
+    text: str
+
+
+class ChatMessage(_Strict):
+    role: Literal["system", "user", "assistant"]
+    # Parts other than text (images) are refused by the union: this service serves text models.
+    content: str | list[TextPart]
+    name: str | None = None
+
+    def text(self) -> str:
+        return self.content if isinstance(self.content, str) else "".join(p.text for p in self.content)
+
+
+class ResponseFormat(_Strict):
+    type: str
+
+
+class ChatRequest(OpenAIRequest):
+    messages: Annotated[list[ChatMessage], Field(min_length=1)]
+    logprobs: bool | None = None
+    top_logprobs: int | None = None
+    tools: list[dict] | None = None
+    tool_choice: str | dict | None = None
+    parallel_tool_calls: bool | None = None
+    response_format: ResponseFormat | None = None
+
+    def conversation(self) -> list[dict[str, str]]:
+        """The messages as a chat template takes them."""
+        return [{"role": m.role, "content": m.text()} for m in self.messages]
+
+    def unsupported(self) -> list[str]:
+        refused = super().unsupported()
+        if self.logprobs:
+            refused.append("logprobs")
+        if self.top_logprobs:
+            refused.append("top_logprobs")
+        if self.tools:
+            refused.append("tools")
+        if self.tool_choice not in (None, "none", "auto"):
+            refused.append("tool_choice")
+        if self.response_format is not None and self.response_format.type != "text":
+            refused.append("response_format")
         return refused
 
 

@@ -10,6 +10,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from jinja2 import TemplateError
+
 from fastapi_llama.engine.base import Engine
 from fastapi_llama.engine.stream import RequestStream
 from fastapi_llama.engine.types import FinishEvent, GenerationError, GenerationRequest, SamplingParams, TokenEvent
@@ -17,6 +19,16 @@ from fastapi_llama.errors import GenerationFailed, Overloaded, ValidationFailed
 from fastapi_llama.metrics import ServerMetrics
 from fastapi_llama.schemas import GenerateParameters
 from fastapi_llama.settings import Settings
+
+
+@dataclass(frozen=True)
+class OpenAIOptions:
+    """What the OpenAI routes add to TGI's parameters (vLLM's fields, sent by benchmark clients) and how their
+    prompt is tokenized."""
+
+    ignore_eos: bool = False
+    min_new_tokens: int = 0
+    add_special_tokens: bool = True  # False for a chat template's output, which holds its own BOS
 
 
 @dataclass
@@ -61,19 +73,38 @@ class Service:
     in_flight: int = 0
     started_at: int = field(default_factory=lambda: int(time.time()))
 
-    def prepare(self, inputs: str, params: GenerateParameters, request_id: str | None = None) -> Prepared:
+    def prepare(
+        self,
+        inputs: str,
+        params: GenerateParameters,
+        request_id: str | None = None,
+        options: OpenAIOptions | None = None,
+    ) -> Prepared:
         self.metrics.request_count.inc()
         try:
-            return self._prepare(inputs, params, request_id)
+            return self._prepare(inputs, params, request_id, options or OpenAIOptions())
         except ValidationFailed:
             self.metrics.request_failure.inc(err="validation")
             raise
 
-    def _prepare(self, inputs: str, params: GenerateParameters, request_id: str | None) -> Prepared:
+    def chat_prompt(self, messages: list[dict[str, str]]) -> str:
+        """The conversation written by the model's chat template, ready for the assistant's answer. A conversation
+        the template refuses (Llama-2's wants user and assistant turns to alternate) is a bad input."""
+        if not getattr(self.tokenizer, "chat_template", None):
+            raise ValidationFailed("Input validation error: the served model has no chat template")
+        try:
+            return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        except TemplateError as exc:
+            raise ValidationFailed(f"Input validation error: the chat template refused the messages: {exc}") from exc
+
+    def _prepare(
+        self, inputs: str, params: GenerateParameters, request_id: str | None, options: OpenAIOptions
+    ) -> Prepared:
         if refused := params.unsupported():
             raise ValidationFailed(f"Input validation error: not supported by fastapi-llama: {', '.join(refused)}")
         s = self.settings
-        ids: list[int] = self.tokenizer(inputs).input_ids
+        # A chat prompt already holds the template's BOS.
+        ids: list[int] = self.tokenizer(inputs, add_special_tokens=options.add_special_tokens).input_ids
         if params.truncate is not None and len(ids) > params.truncate:
             ids = ids[-params.truncate :]
         if len(ids) > s.max_input_tokens:
@@ -85,6 +116,11 @@ class Service:
             raise ValidationFailed(
                 f"Input validation error: `inputs` tokens + `max_new_tokens` must be <= {s.max_total_tokens}. "
                 f"Given: {len(ids)} `inputs` tokens and {max_new} `max_new_tokens`"
+            )
+        if options.min_new_tokens > max_new:
+            raise ValidationFailed(
+                f"Input validation error: `min_tokens` must be <= the token cap. Given: {options.min_new_tokens} "
+                f"`min_tokens` and {max_new} max tokens"
             )
         # TGI samples as soon as any warper is set, not only with do_sample.
         warped = any(
@@ -110,6 +146,8 @@ class Service:
             repetition_penalty=params.repetition_penalty,
             seed=seed,
             stop=tuple(params.stop),
+            ignore_eos=options.ignore_eos,
+            min_new_tokens=options.min_new_tokens,
         )
         if refused := self.engine.unsupported(sampling):
             raise ValidationFailed(

@@ -47,7 +47,25 @@ def test_compat_route(naive_server, stream_flag):
     else:
         r = httpx.post(f"{naive_server.url}/", json=body)
         assert r.status_code == 200
-        validate(r.json(), named("GenerateResponse"))
+        validate(r.json(), schema_of("/", "post", "200", "application/json"))  # an array, unlike /generate
+        assert len(r.json()) == 1 and r.json()[0]["details"]["generated_tokens"] == 4
+
+
+# Every generation route's non-streaming answer, against the schema TGI documents for that route.
+NON_STREAMING = {
+    "/": {"inputs": PROMPT, "parameters": {"max_new_tokens": 3}},
+    "/generate": {"inputs": PROMPT, "parameters": {"max_new_tokens": 3}},
+    "/v1/completions": {"prompt": PROMPT, "max_tokens": 3},
+    "/v1/chat/completions": {"messages": [{"role": "user", "content": PROMPT}], "max_tokens": 3},
+}
+
+
+@pytest.mark.parametrize("path", list(NON_STREAMING))
+def test_non_streaming_answers_match_their_routes_schema(naive_server, path):
+    r = httpx.post(f"{naive_server.url}{path}", json=NON_STREAMING[path])
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"] == "application/json"
+    validate(r.json(), schema_of(path, "post", "200", "application/json"))
 
 
 def test_info(naive_server):
@@ -101,6 +119,34 @@ def test_completions_stream_with_running_usage(naive_server):
     # Without continuous_usage_stats the 5 token chunks carry no usage; only the final chunk does.
     assert len(token_chunks) == 5 and all("usage" not in c for c in token_chunks), token_chunks
     assert not chunks[-1]["choices"] and chunks[-1]["usage"]["completion_tokens"] == 5
+
+
+def test_chat_non_stream(naive_server):
+    body = {"messages": [{"role": "user", "content": PROMPT}], "max_completion_tokens": 5, "model": "x"}
+    r = httpx.post(f"{naive_server.url}/v1/chat/completions", json=body)
+    assert r.status_code == 200
+    answer = r.json()
+    validate(answer, schema_of("/v1/chat/completions", "post", "200", "application/json"))
+    assert answer["choices"][0]["message"]["role"] == "assistant"
+    assert answer["usage"]["completion_tokens"] == 5
+
+
+def test_chat_stream_with_usage(naive_server):
+    """The chunks TGI documents (ChatCompletionChunk), the usage last, and the usage equal to the tokens sent."""
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": PROMPT}]
+    body = {"messages": messages, "max_tokens": 5, "stream": True, "stream_options": {"include_usage": True}}
+    status, events = stream(f"{naive_server.url}/v1/chat/completions", body)
+    assert status == 200
+    assert events[-1].data == "[DONE]"
+    chunks = [ev.data for ev in events[:-1]]
+    for chunk in chunks:
+        validate(chunk, schema_of("/v1/chat/completions", "post", "200", "text/event-stream"))
+    token_chunks = [c for c in chunks if c["choices"]]
+    assert [c["choices"][0]["finish_reason"] for c in token_chunks] == [None, None, None, None, "length"]
+    assert all(c["choices"][0]["delta"]["role"] == "assistant" for c in token_chunks)
+    usage = chunks[-1]["usage"]
+    validate(usage, named("Usage"))
+    assert usage["completion_tokens"] == len(token_chunks) == 5
 
 
 def test_models(naive_server):

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from tests.support.servers import VENV_BIN, fastapi_llama
 
-POST_ROUTES = ["/generate", "/generate_stream", "/", "/v1/completions"]
+POST_ROUTES = ["/generate", "/generate_stream", "/", "/v1/completions", "/v1/chat/completions"]
 GET_ROUTES = ["/health", "/info", "/metrics", "/v1/models"]
 FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
@@ -95,6 +95,11 @@ tgi_bodies = st.fixed_dictionaries(
         "unknown": json_values,
     },
 )
+# The OpenAI fields benchmark clients add, with any values.
+openai_extras = {
+    name: json_values
+    for name in ("max_completion_tokens", "ignore_eos", "min_tokens", "logprobs", "user", "presence_penalty")
+}
 openai_bodies = st.fixed_dictionaries(
     {"prompt": json_values | st.text(max_size=200)},
     optional={
@@ -107,14 +112,26 @@ openai_bodies = st.fixed_dictionaries(
         "n": json_values,
         "model": json_values,
         "unknown": json_values,
+        **openai_extras,
     },
+)
+messages = st.lists(
+    st.fixed_dictionaries(
+        {"role": st.sampled_from(["system", "user", "assistant", "tool"]) | json_values},
+        optional={"content": json_values | st.text(max_size=200), "name": json_values},
+    ),
+    max_size=4,
+)
+chat_bodies = st.fixed_dictionaries(
+    {"messages": messages | json_values},
+    optional={"max_tokens": json_values, "stream": json_values, "stream_options": json_values, **openai_extras},
 )
 
 
 @FUZZ
-@given(route=st.sampled_from(POST_ROUTES), tgi=tgi_bodies, openai=openai_bodies)
-def test_near_valid_bodies(client, route, tgi, openai):
-    body = openai if route == "/v1/completions" else tgi
+@given(route=st.sampled_from(POST_ROUTES), tgi=tgi_bodies, openai=openai_bodies, chat=chat_bodies)
+def test_near_valid_bodies(client, route, tgi, openai, chat):
+    body = {"/v1/completions": openai, "/v1/chat/completions": chat}.get(route, tgi)
     with client.stream("POST", route, json=body) as response:
         assert_answered_well(response)
 
@@ -161,8 +178,12 @@ def test_malformed_bytes_and_content_types(client, route, content, content_type)
 @settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(route=st.sampled_from(POST_ROUTES), size=st.sampled_from([10_000, 200_000, 1_900_000, 2_100_000, 8_000_000]))
 def test_enormous_inputs(client, route, size):
-    field = "prompt" if route == "/v1/completions" else "inputs"
-    with client.stream("POST", route, json={field: "word " * (size // 5)}) as response:
+    words = "word " * (size // 5)
+    body = {
+        "/v1/completions": {"prompt": words},
+        "/v1/chat/completions": {"messages": [{"role": "user", "content": words}]},
+    }
+    with client.stream("POST", route, json=body.get(route, {"inputs": words})) as response:
         assert_answered_well(response)
         assert response.status_code == (413 if size > 2_000_000 else 422)
 

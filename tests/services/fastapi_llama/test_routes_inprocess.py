@@ -118,8 +118,9 @@ def test_compat_route_answers_either_way(served, stream):
     if stream:
         events = sse(r)
         assert len(events) == 3 and events[-1]["generated_text"] == " the cat"
-    else:
-        assert r.json()["generated_text"] == " the cat"
+    else:  # an array of one GenerateResponse, as TGI answers (its Python client reads payload[0])
+        validate(r.json(), schema_of("/", "post", "200", "application/json"))
+        assert [a["generated_text"] for a in r.json()] == [" the cat"]
 
 
 def test_return_full_text_prepends_the_prompt(served):
@@ -391,6 +392,185 @@ def test_every_answer_gives_its_slot_back(served, path, body, fail):
         assert r.status_code == (424 if fail and path == "/generate" else 200)
         assert "overloaded" not in r.text
     assert served.service.in_flight == 0
+
+
+# OpenAI compatibility: the fields real clients send (GuideLLM, vLLM's benchmarks), and the chat route
+
+CHAT = [{"role": "system", "content": "Hi"}, {"role": "user", "content": PROMPT}]
+
+
+def chat(n: int = 3, **fields: Any) -> dict[str, Any]:
+    return {"messages": CHAT, "max_tokens": n, **fields}
+
+
+def test_chat_answers_in_openai_shape_through_the_chat_template(served, tiny_tokenizer):
+    r = served.client.post("/v1/chat/completions", json=chat(3))
+    assert r.status_code == 200, r.text
+    body = r.json()
+    validate(body, schema_of("/v1/chat/completions", "post", "200", "application/json"))
+    assert body["id"].startswith("chatcmpl-") and body["object"] == "chat.completion"
+    assert body["choices"] == [
+        {
+            "index": 0,
+            "message": {"role": "assistant", "content": " the cat"},
+            "logprobs": None,
+            "finish_reason": "length",
+        }
+    ]
+    templated = tiny_tokenizer.apply_chat_template(CHAT, add_generation_prompt=True, tokenize=False)
+    prompt_ids = tiny_tokenizer(templated, add_special_tokens=False).input_ids
+    assert prompt_ids.count(tiny_tokenizer.bos_token_id) == 1  # the template's BOS, not a second one
+    assert body["usage"] == {
+        "prompt_tokens": len(prompt_ids),
+        "completion_tokens": 3,
+        "total_tokens": len(prompt_ids) + 3,
+    }
+    (stream,) = served.engine.submitted
+    assert stream.request.input_ids == prompt_ids
+
+
+def test_chat_stream_sends_deltas_running_usage_and_done(served):
+    options = {"include_usage": True, "continuous_usage_stats": True}
+    events = sse(served.client.post("/v1/chat/completions", json=chat(3, stream=True, stream_options=options)))
+    assert events[-1] == "[DONE]"
+    chunks = events[:-1]
+    for chunk in chunks:
+        validate(chunk, schema_of("/v1/chat/completions", "post", "200", "text/event-stream"))
+    assert {c["object"] for c in chunks} == {"chat.completion.chunk"} and len({c["id"] for c in chunks}) == 1
+    assert [c["choices"][0]["delta"] for c in chunks[:3]] == [
+        {"role": "assistant", "content": t} for t in (" the", " c", "at")
+    ]
+    assert [c["choices"][0]["finish_reason"] for c in chunks[:3]] == [None, None, "length"]
+    assert [c["usage"]["completion_tokens"] for c in chunks[:3]] == [1, 2, 3]
+    assert chunks[3]["choices"] == [] and chunks[3]["usage"]["completion_tokens"] == 3
+    plain = sse(served.client.post("/v1/chat/completions", json=chat(3, stream=True)))
+    assert plain[-1] == "[DONE]" and all("usage" not in c for c in plain[:-1]) and len(plain) == 4
+
+
+def test_chat_reports_eos_as_stop_in_the_stream(served, script):
+    served.engine.script = [script[0], EOS]
+    chunks = sse(served.client.post("/v1/chat/completions", json=chat(8, stream=True)))[:-1]
+    assert [c["choices"][0]["delta"]["content"] for c in chunks] == [" the", ""]
+    assert chunks[-1]["choices"][0]["finish_reason"] == "stop"
+
+
+@pytest.mark.parametrize("path", ["/v1/completions", "/v1/chat/completions"])
+@pytest.mark.parametrize("stream", [False, True])
+def test_ignore_eos_runs_to_the_cap(served, script, path, stream):
+    """GuideLLM's fixed-length requests: EOS does not end them. The cap may come as max_completion_tokens."""
+    served.engine.script = [script[0], EOS]
+    base = {"prompt": PROMPT} if path == "/v1/completions" else {"messages": CHAT}
+    body = {**base, "max_completion_tokens": 6, "ignore_eos": True, "stream": stream}
+    if stream:
+        body["stream_options"] = {"include_usage": True}
+    r = served.client.post(path, json=body)
+    assert r.status_code == 200, r.text
+    usage = sse(r)[-2]["usage"] if stream else r.json()["usage"]
+    assert usage["completion_tokens"] == 6
+    (submitted,) = served.engine.submitted
+    assert submitted.generated == 6 and submitted.request.params.max_new_tokens == 6
+
+
+# What GuideLLM 0.8.1, vLLM's benchmark_serving and OpenAI's SDK send besides the prompt: all accepted.
+CLIENT_FIELDS = {
+    "model": "test/fake-model",
+    "max_tokens": 4,
+    "max_completion_tokens": 4,
+    "ignore_eos": True,
+    "min_tokens": 4,
+    "stop": None,
+    "user": "bench",
+    "n": 1,
+    "seed": 7,
+    "temperature": 0.0,
+    "top_p": 1.0,
+    "top_k": -1,
+    "presence_penalty": 0,
+    "frequency_penalty": 0.0,
+    "logit_bias": {},
+    "stream": False,
+    "stream_options": {"include_usage": True},
+}
+
+
+@pytest.mark.parametrize(
+    ("path", "extra"),
+    [
+        ("/v1/completions", {"prompt": PROMPT, "logprobs": None, "echo": False, "best_of": 1, "suffix": None}),
+        ("/v1/completions", {"prompt": [PROMPT], "logprobs": False, "stop": "\n\n"}),
+        ("/v1/chat/completions", {"messages": CHAT, "logprobs": False, "top_logprobs": 0, "tools": None}),
+        (
+            "/v1/chat/completions",
+            {
+                "messages": [{"role": "user", "content": [{"type": "text", "text": PROMPT}]}],
+                "response_format": {"type": "text"},
+                "tool_choice": "none",
+                "parallel_tool_calls": False,
+            },
+        ),
+    ],
+    ids=["completions", "completions-list-prompt", "chat", "chat-parts"],
+)
+def test_fields_real_clients_send_are_accepted(served, path, extra):
+    r = served.client.post(path, json={**CLIENT_FIELDS, **extra})
+    assert r.status_code == 200, r.text
+    assert r.json()["usage"]["completion_tokens"] == 4
+
+
+# Each would change the answer in a way the service cannot honour: 422 naming the field, nothing generated.
+OPENAI_REFUSED = {
+    "n": ("/v1/completions", {"prompt": PROMPT, "n": 2}, "n > 1"),
+    "caps differ": ("/v1/chat/completions", chat(4, max_completion_tokens=5), "max_completion_tokens"),
+    "presence_penalty": ("/v1/completions", {"prompt": PROMPT, "presence_penalty": 0.5}, "presence_penalty"),
+    "frequency_penalty": ("/v1/chat/completions", chat(frequency_penalty=1.0), "frequency_penalty"),
+    "logit_bias": ("/v1/completions", {"prompt": PROMPT, "logit_bias": {"5": 10}}, "logit_bias"),
+    "completion logprobs": ("/v1/completions", {"prompt": PROMPT, "logprobs": 0}, "logprobs"),
+    "echo": ("/v1/completions", {"prompt": PROMPT, "echo": True}, "echo"),
+    "best_of": ("/v1/completions", {"prompt": PROMPT, "best_of": 2}, "best_of"),
+    "chat logprobs": ("/v1/chat/completions", chat(logprobs=True), "logprobs"),
+    "tools": ("/v1/chat/completions", chat(tools=[{"type": "function", "function": {"name": "f"}}]), "tools"),
+    "response_format": ("/v1/chat/completions", chat(response_format={"type": "json_object"}), "response_format"),
+    "image part": (
+        "/v1/chat/completions",
+        {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]},
+        "messages.0.content",
+    ),
+    "tool role": ("/v1/chat/completions", {"messages": [{"role": "tool", "content": "x"}]}, "messages.0.role"),
+    "no messages": ("/v1/chat/completions", {"messages": []}, "messages"),
+    "unknown field": ("/v1/chat/completions", chat(best_of=2), "best_of"),
+    "min_tokens over the cap": ("/v1/completions", {"prompt": PROMPT, "max_tokens": 2, "min_tokens": 3}, "min_tokens"),
+}
+
+
+@pytest.mark.parametrize("case", list(OPENAI_REFUSED))
+def test_what_cannot_be_honoured_is_422_naming_the_field(served, case):
+    path, body, field = OPENAI_REFUSED[case]
+    r = served.client.post(path, json=body)
+    assert_tgi_error(r, 422, "validation")
+    assert field in r.json()["error"], r.json()
+    assert served.engine.submitted == []
+    assert (
+        served.client.post(path, json=chat(2) if "chat" in path else {"prompt": PROMPT, "max_tokens": 2}).status_code
+        == 200
+    )
+
+
+@pytest.mark.parametrize(
+    ("template", "message"),
+    [(None, "no chat template"), ("{{ raise_exception('roles must alternate') }}", "roles must alternate")],
+    ids=["no template", "template refuses"],
+)
+def test_chat_the_template_cannot_write_is_422(tiny_model, script, template, message):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    tokenizer.chat_template = template
+    app, _, engine = build(tokenizer, script)
+    with TestClient(app) as client:
+        r = client.post("/v1/chat/completions", json=chat(2))
+        assert_tgi_error(r, 422, "validation")
+        assert message in r.json()["error"]
+        assert engine.submitted == []
 
 
 # Metrics

@@ -85,6 +85,8 @@ class ContinuousEngine(Engine):
 
     def unsupported(self, params: SamplingParams) -> list[str]:
         refused = []
+        if params.min_new_tokens and not params.ignore_eos:  # moot with ignore_eos: EOS never ends the request
+            refused.append("min_tokens (the manager cannot hold EOS back per request; ignore_eos can)")
         if params.do_sample and not self.limits.sampling:
             refused.append("sampling (temperature, top_k, top_p, do_sample): start with --continuous-sampling")
         elif params.do_sample and params.seed is not None:
@@ -140,6 +142,6 @@ class ContinuousEngine(Engine):
             request_id=rid,
             max_new_tokens=p.max_new_tokens,
             streaming=True,
-            eos_token_id=self._eos,
+            eos_token_id=-1 if p.ignore_eos else self._eos,  # -1: no EOS for this request
             **sampling,
         )

@@ -1,7 +1,9 @@
-"""Adapters that let `model.generate` feed RequestStreams: a streamer, a stopping criterion, a logprob recorder."""
+"""Adapters that let `model.generate` feed RequestStreams: a streamer, a stopping criterion, a logprob recorder, and
+the EOS guard of `min_tokens`."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -20,6 +22,20 @@ class LogprobRecorder(LogitsProcessor):
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         self.last = torch.log_softmax(scores.float(), dim=-1)
+        return scores
+
+
+class EosGuard(LogitsProcessor):
+    """Keeps EOS from being chosen in the rows whose request has fewer than its `min_new_tokens` tokens. Per row, so
+    requests with different minimums share one `generate` call."""
+
+    def __init__(self, streams: Sequence[RequestStream]) -> None:
+        self._streams = streams
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        for row, stream in enumerate(self._streams):
+            if not stream.eos_allowed():
+                scores[row, list(stream.eos_ids)] = -math.inf
         return scores
 
 

@@ -36,6 +36,14 @@ class RequestStream:
         self.started_at: float | None = None
 
     @property
+    def eos_ids(self) -> set[int]:
+        return self._eos_ids
+
+    def eos_allowed(self) -> bool:
+        """May the next token be EOS? Not before `min_new_tokens` tokens."""
+        return self.generated >= self.request.params.min_new_tokens
+
+    @property
     def cancelled(self) -> bool:
         return self._cancelled.is_set()
 
@@ -69,7 +77,7 @@ class RequestStream:
         text = self._detok.add(token_id, special)
         self.generated += 1
         reason: FinishReason | None = None
-        if token_id in self._eos_ids:
+        if token_id in self._eos_ids and not params.ignore_eos and self.generated > params.min_new_tokens:
             reason = FinishReason.EOS_TOKEN
         elif params.stop and self._detok.tail_contains(params.stop, len(text)):
             reason = FinishReason.STOP_SEQUENCE

@@ -25,6 +25,10 @@ class SamplingParams:
     repetition_penalty: float | None = None
     seed: int | None = None
     stop: tuple[str, ...] = ()
+    # vLLM's extensions that benchmark clients send to fix the output length: EOS does not end the request, or
+    # not before `min_new_tokens` tokens (the engine keeps EOS from being chosen until then).
+    ignore_eos: bool = False
+    min_new_tokens: int = 0
 
     def generate_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for `model.generate`; unset warpers are left at their neutral values."""

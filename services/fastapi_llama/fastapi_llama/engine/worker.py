@@ -12,7 +12,7 @@ import torch
 from transformers import LogitsProcessorList, StoppingCriteriaList
 
 from fastapi_llama.engine.base import Engine
-from fastapi_llama.engine.hooks import LogprobRecorder, StreamsDone, StreamsStreamer
+from fastapi_llama.engine.hooks import EosGuard, LogprobRecorder, StreamsDone, StreamsStreamer
 from fastapi_llama.engine.stream import RequestStream
 from fastapi_llama.engine.types import EngineStats, GenerationError
 
@@ -23,7 +23,9 @@ def pad_token_id(tokenizer: Any) -> int:
 
 
 def generate_for(model: Any, streams: list[RequestStream], pad: int) -> None:
-    """One `generate` call for requests that share sampling parameters (one row each, left-padded)."""
+    """One `generate` call for requests that share sampling parameters (one row each, left-padded). EOS ends a row
+    through its stream (StreamsDone), not `generate`'s own check: whether it does (ignore_eos, min_tokens) is per
+    request."""
     params = streams[0].request.params
     lengths = [len(s.request.input_ids) for s in streams]
     width = max(lengths)
@@ -44,8 +46,9 @@ def generate_for(model: Any, streams: list[RequestStream], pad: int) -> None:
         max_new_tokens=max(s.request.params.max_new_tokens for s in streams),
         streamer=StreamsStreamer(streams, recorder),
         stopping_criteria=StoppingCriteriaList([StreamsDone(streams)]),
-        logits_processor=LogitsProcessorList([recorder]),
+        logits_processor=LogitsProcessorList([EosGuard(streams), recorder]),
         pad_token_id=pad,
+        eos_token_id=None,
         **params.generate_kwargs(),
     )
 

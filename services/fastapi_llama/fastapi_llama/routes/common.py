@@ -34,7 +34,7 @@ async def collected_response(
     service: Service,
     prepared: Prepared,
     request: Request,
-    render: Callable[[list[TokenEvent], FinishEvent], dict[str, Any]],
+    render: Callable[[list[TokenEvent], FinishEvent], Any],
 ) -> Response:
     """Admit a request, run it to the end and answer `render(tokens, finish)` as JSON with its request id. Overload
     raises `Overloaded` (429); a client that leaves first gets 499, nginx's code for nobody listening."""

@@ -27,10 +27,13 @@ def _full_text(prepared: Prepared, text: str, return_full_text: bool | None) -> 
     return prepared.inputs + text if return_full_text else text
 
 
-async def generate_once(service: Service, body: GenerateRequest, request: Request, request_id: str | None) -> Response:
+async def generate_once(
+    service: Service, body: GenerateRequest, request: Request, request_id: str | None, as_array: bool = False
+) -> Response:
+    """One GenerateResponse, or (`as_array`, the compat route's shape in TGI's schema) a list holding it."""
     prepared = service.prepare(body.inputs, body.parameters, request_id)
 
-    def result(tokens: list[TokenEvent], done: FinishEvent) -> dict[str, Any]:
+    def result(tokens: list[TokenEvent], done: FinishEvent) -> dict[str, Any] | list[dict[str, Any]]:
         answer: dict[str, Any] = {
             "generated_text": _full_text(prepared, done.generated_text, body.parameters.return_full_text)
         }
@@ -42,7 +45,7 @@ async def generate_once(service: Service, body: GenerateRequest, request: Reques
                 "prefill": [],
                 "tokens": [token_json(t) for t in tokens],
             }
-        return answer
+        return [answer] if as_array else answer
 
     return await collected_response(service, prepared, request, result)
 
@@ -103,4 +106,5 @@ async def compat_generate(
 ):
     if body.stream:
         return stream_events(service, body, x_request_id)
-    return await generate_once(service, body, request, x_request_id)
+    # TGI answers an array here (its clients read `payload[0]`), unlike /generate.
+    return await generate_once(service, body, request, x_request_id, as_array=True)
