@@ -7,13 +7,17 @@ Three checks, each flagging steps (StepSummary.disturbances) and so the run (`Tr
   listening port), in cores. A step is flagged when it exceeds the run's quietest step by OTHERS_CPU_CORES: a
   change, not a level, so a steady background load (a busy loop left running) does not flag every step.
 - Calibration probes: the same short request to every target before the first step, between steps and after the
-  last; a probe slower than that target's fastest by PROBE_DRIFT (and PROBE_FLOOR_S) flags the steps beside it.
-- Dispersion: a step whose per-slice throughput varies by a coefficient of variation past TOK_S_CV.
+  last. A step is flagged when the probes on both sides of it are slower than that target's median probe by
+  PROBE_DRIFT (and PROBE_FLOOR_S): the condition held through the step. One slow probe is not enough: on a quiet
+  machine a 16-token probe of the tiny model ranged over 52-79 ms, and 94-137 ms once, right after the heaviest step.
+- Dispersion: a step whose per-slice throughput varies by a coefficient of variation past TOK_S_CV, where its
+  window is long enough (DISPERSION_MIN_WINDOW_S) for a slice to hold more than a prefill's pause.
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import time
 from collections.abc import Sequence
@@ -26,9 +30,10 @@ import psutil
 from llm_loadtest.metrics import StepSummary
 
 OTHERS_CPU_CORES = 0.75  # a busy loop on one core is 1.0; a test suite running beside moved it by up to 0.64 here
-PROBE_DRIFT = 0.25  # pyperf warns at 10 % for a benchmark's runs; one short request is noisier
-PROBE_FLOOR_S = 0.005  # below this, a drift is the timer's and the scheduler's, not the run's
-TOK_S_CV = 0.5  # 10 slices of a short window: a slice that holds a prefill is legitimately low
+PROBE_DRIFT = 0.5  # pyperf warns at 10 % for a benchmark's runs; one short request is far noisier (see above)
+PROBE_FLOOR_S = 0.010  # below this, a drift is the timer's and the scheduler's, not the run's
+TOK_S_CV = 0.5  # 10 slices of a window: a slice that holds a prefill is legitimately low
+DISPERSION_MIN_WINDOW_S = 5.0  # a naive step of one wave had a 0.7 s window: 70 ms slices, CV 68 % on a quiet run
 PROBE_TOKENS = 16
 PROBE_REQUESTS = 3  # per target and probe; the fastest counts (a disturbance slows them all)
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
@@ -121,21 +126,30 @@ def judge(steps: Sequence[StepSummary], probes: Sequence[Probe]) -> None:
             s.disturbances.append(
                 f"other processes took {s.others_cpu:.1f} cores ({quietest:.1f} at the run's quietest)"
             )
-        if s.tok_s_cv is not None and s.tok_s_cv > TOK_S_CV:
+        long_enough = s.window_s is not None and s.window_s >= DISPERSION_MIN_WINDOW_S
+        if long_enough and s.tok_s_cv is not None and s.tok_s_cv > TOK_S_CV:
             s.disturbances.append(f"throughput varied by {s.tok_s_cv:.0%} (CV) across the step's time slices")
+    by_target: dict[str, list[Probe]] = {}
     for p in probes:
-        drift = _drift(p, [q for q in probes if q.target == p.target])
-        if drift:
-            for s in steps[max(0, p.after_step - 1) : p.after_step + 1]:
-                s.disturbances.append(f"the probe of {p.target} after step {p.after_step} was {drift}")
+        by_target.setdefault(p.target, []).append(p)
+    for target, own in by_target.items():
+        own.sort(key=lambda p: p.after_step)
+        for before, after in itertools.pairwise(own):
+            drifts = [_drift(before, own), _drift(after, own)]
+            step = before.after_step  # probe k ran before step k (0-based) and after step k-1
+            if all(drifts) and after.after_step == step + 1 and step < len(steps):
+                steps[step].disturbances.append(
+                    f"the probes of {target} before and after it were {drifts[0]} and {drifts[1]}"
+                )
 
 
 def _drift(p: Probe, same_target: Sequence[Probe]) -> str | None:
     for name in ("e2e_s", "ttft_s"):
         value = getattr(p, name)
-        best = min((getattr(q, name) for q in same_target if getattr(q, name) is not None), default=None)
-        if value is None or best is None or best <= 0:
+        values = sorted(v for q in same_target if (v := getattr(q, name)) is not None)
+        if value is None or not values:
             continue
-        if value > best * (1 + PROBE_DRIFT) and value - best > PROBE_FLOOR_S:
-            return f"{value / best - 1:.0%} slower in {name[:-2].upper()} than its fastest ({best * 1000:.0f} ms)"
+        median = values[len(values) // 2]
+        if median > 0 and value > median * (1 + PROBE_DRIFT) and value - median > PROBE_FLOOR_S:
+            return f"{value / median - 1:.0%} slower in {name[:-2].upper()} than its median ({median * 1000:.0f} ms)"
     return None

@@ -12,7 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from llm_loadtest.metrics import StepSummary, summarize
+from llm_loadtest.trust import Probe, judge
 from tests.support.loadgen import synthetic_server
+from tests.support.records import rec
 from tests.support.servers import VENV_BIN, stop
 from tests.support.waits import wait_until
 
@@ -72,3 +75,27 @@ def test_the_same_sweep_run_quietly_is_trusted(tmp_path):
         (s["users"], s["others_cpu"], s["disturbances"]) for s in summary["steps"]
     ]
     assert summary["trusted"] and summary["schema_version"] == 3
+
+
+def _steps(n: int) -> list[StepSummary]:
+    return [
+        summarize([rec()], target="t", api="tgi", users=1, max_new_tokens=16, wall_s=1.0, live=True) for _ in range(n)
+    ]
+
+
+def _probes(e2e_ms: list[float]) -> list[Probe]:
+    return [Probe("t", k, float(k), 0.008, ms / 1000, 0.0) for k, ms in enumerate(e2e_ms)]
+
+
+def test_probes_flag_a_slowdown_that_lasts_a_step_not_one_slow_probe():
+    """The quiet run's own probes (52-79 ms, one 137 ms right after its heaviest step) flag nothing; probes at twice
+    the median on both sides of a step flag that step, and only it."""
+    quiet = [61, 68, 73, 70, 58, 65, 66, 52, 62, 66, 69, 72, 70, 73, 72, 72, 79, 68, 77, 107, 74, 69, 137, 92, 76]
+    steps = _steps(len(quiet) - 1)
+    judge(steps, _probes(quiet))
+    assert not any(s.disturbances for s in steps)
+    slowed = [61, 68, 73, 150, 160, 65, 66]  # probes 3 and 4 slow: the step between them (index 3)
+    steps = _steps(len(slowed) - 1)
+    judge(steps, _probes(slowed))
+    assert [i for i, s in enumerate(steps) if s.disturbances] == [3]
+    assert "before and after it" in steps[3].disturbances[0]
