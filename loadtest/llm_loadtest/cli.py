@@ -149,6 +149,12 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--model", default=None, help="model name sent to openai targets")
     sweep.add_argument("--out", type=Path, required=True, help="results directory (requests.jsonl, summaries)")
     sweep.add_argument("--no-report", action="store_true", help="do not render report.md at the end")
+    sweep.add_argument(
+        "--prometheus",
+        metavar="URL",
+        help="a Prometheus scraping the targets with a `server` label equal to each target's name (the Compose "
+        "stack's: fastapi, tgi, vllm): each step's counts, tokens and times are set against the servers' own",
+    )
 
     _add_capacity_parser(sub)
 
@@ -299,6 +305,10 @@ def cmd_sweep(args: argparse.Namespace) -> None:
         if (args.out / "requests.jsonl").exists() and not args.no_report:
             _report(args.out)  # what finished before the stop
         sys.exit(f"llm-loadtest sweep: {exc}")
+    if args.prometheus:
+        from llm_loadtest.reconcile import reconcile_servers
+
+        reconcile_servers(args.prometheus, args.out)
     if not args.no_report:
         _report(args.out)
     print(f"results: {args.out}")

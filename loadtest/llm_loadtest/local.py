@@ -32,7 +32,7 @@ from llm_loadtest.processes import (
     vllm_command,
     wait_ready,
 )
-from llm_loadtest.reconcile import Prometheus, ReconcileError, reconcile_run
+from llm_loadtest.reconcile import Prometheus, ReconcileError, reconcile_servers
 from llm_loadtest.report import write_report
 from llm_loadtest.sweep import SweepConfig, SweepError, run_sweep
 
@@ -106,21 +106,6 @@ def start_prometheus(group: ProcessGroup, out: Path, targets: list[Target], locu
     group.start_ready("prometheus", cmd, f"{url}/-/ready", timeout=60)
     print(f"  prometheus on {url}", flush=True)
     return url
-
-
-def reconcile_servers(prometheus: str, out: Path) -> None:
-    """The sweep's figures against the servers' own (reconcile.jsonl); a Prometheus that fails only costs that."""
-    try:
-        comparisons = reconcile_run(prometheus, out)
-    except ReconcileError as exc:
-        print(f"  reconciliation with the servers skipped: {exc}", flush=True)
-        return
-    flagged = sorted({f"{c.target} {c.figure}" for c in comparisons if c.flagged})
-    print(
-        f"  client against server: {len(comparisons)} figures, {len(flagged)} differing"
-        + (f" ({', '.join(flagged)})" if flagged else ""),
-        flush=True,
-    )
 
 
 def new_results_dir(root: Path) -> Path:

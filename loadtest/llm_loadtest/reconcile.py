@@ -326,6 +326,21 @@ def reconcile_run(prometheus_url: str, directory: Path, timeout: float = 30.0) -
     return comparisons
 
 
+def reconcile_servers(prometheus: str, out: Path) -> None:
+    """The sweep's figures against the servers' own (reconcile.jsonl); a Prometheus that fails only costs that."""
+    try:
+        comparisons = reconcile_run(prometheus, out)
+    except ReconcileError as exc:
+        print(f"  reconciliation with the servers skipped: {exc}", flush=True)
+        return
+    flagged = sorted({f"{c.target} {c.figure}" for c in comparisons if c.flagged})
+    print(
+        f"  client against server: {len(comparisons)} figures, {len(flagged)} differing"
+        + (f" ({', '.join(flagged)})" if flagged else ""),
+        flush=True,
+    )
+
+
 def _cell(c: Comparison) -> str:
     def fmt(v: float | None) -> str:
         if v is None:
