@@ -67,9 +67,12 @@ def ratio_ci(b: Sequence[float], a: Sequence[float], centre: str = "median") -> 
         return None
     f = np.median if centre == "median" else np.mean
     a_arr, b_arr = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    if not np.all(a_arr > 0):
+    # The denominator's centre must be positive, not each sample: a throughput slice holding a prefill's pause is
+    # legitimately 0. A resample whose centre is 0 gives inf, which the percentile bounds tolerate or report.
+    if f(a_arr) <= 0 or np.any(a_arr < 0):
         return None
-    return _bootstrap((b_arr, a_arr), lambda y, x, axis: f(y, axis=axis) / f(x, axis=axis))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return _bootstrap((b_arr, a_arr), lambda y, x, axis: f(y, axis=axis) / f(x, axis=axis))
 
 
 def decimals(low: float | None, high: float | None, most: int) -> int:

@@ -183,7 +183,9 @@ def run_sweep(
     urls = [t.url for t in cfg.targets]
     for target in cfg.targets:  # every target warm before the first probe: a cold server's requests calibrate nothing
         warm_up(cfg, target, cfg.max_new_tokens[0])
-    probe_round(cfg, 0)
+    # Probes are numbered by the steps of the whole directory: a capacity search runs one sweep per probe into it.
+    done_before = len(read_facts(facts_path))
+    probe_round(cfg, done_before)
     n = 0
     for target in cfg.targets:
         for i, max_new_tokens in enumerate(cfg.max_new_tokens):
@@ -214,7 +216,7 @@ def run_sweep(
                 ):
                     raise SweepError(f"locust failed (exit {done.code}): {log_tail(log, 1)}")
                 append_facts(facts_path, facts)
-                probe_round(cfg, n)
+                probe_round(cfg, done_before + n)
                 results.summaries = derive(records, read_facts(facts_path), cfg.slo, read_probes(probes_path))
                 write_summaries(cfg.out, results)
                 summary = next(s for s in results.summaries if (s.target, s.users, s.max_new_tokens) == key)

@@ -123,6 +123,10 @@ def test_capacity_search_finds_where_the_server_slows_down(tmp_path):
         (5, "holds"),
     ], run.stdout
     assert "capacity syn max_new_tokens=16: 5 concurrent requests" in run.stdout
+    # One sweep per probe into one directory: calibration probes are numbered by its steps (0..6 around 6 steps),
+    # so that each sits beside the step it ran next to (restarting at 0 they all judged the first step).
+    rounds = [json.loads(line)["after_step"] for line in (out / "probes.jsonl").read_text().splitlines()]
+    assert rounds == sorted(rounds) and set(rounds) == set(range(7)), rounds
     doc = json.loads((out / "capacity.json").read_text())
     assert doc["slo"] == {"ttft_p95_s": 0.2, "itl_p95_s": 0.1, "max_error_rate": 0.01}
     [found] = doc["targets"]

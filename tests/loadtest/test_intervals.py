@@ -58,3 +58,11 @@ def test_window_leaves_out_the_ramp_and_the_drain():
     assert s.output_tok_s_ci_low <= s.output_tok_s <= s.output_tok_s_ci_high
     assert s.tok_s_cv < 0.1
     assert s.ttft_p50_ci_low is None  # 4 requests: too few for an interval
+
+
+def test_a_zero_slice_in_the_base_leaves_the_ratio_an_interval():
+    """A throughput slice that holds a prefill's pause is 0: the base's mean is what must be positive."""
+    base = [200, 210, 0, 190, 205, 195, 200, 210, 190, 200]
+    ci = intervals.ratio_ci([2 * v for v in base], base, centre="mean")
+    assert ci is not None and ci[0] <= 2.0 <= ci[1], ci
+    assert intervals.ratio_ci([1, 2, 3, 4, 5], [0, 0, 0, 0, 0], centre="mean") is None
