@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from llm_loadtest.records import RequestRecord, Status, read_records
+from llm_loadtest.records import OWN_REQUESTS_FILE, RequestRecord, Status, read_records
 
 RECONCILE_FILE = "reconcile.jsonl"
 COUNT_TOLERANCE = 0.0  # requests and tokens are counted on both sides: they must agree exactly
@@ -122,6 +122,7 @@ class Comparison:
     series: str
     start: float
     end: float
+    own_requests: int = 0  # the sweep's warm-ups and probes between the bounding scrapes, taken off the server's
 
 
 @dataclass(frozen=True)
@@ -236,7 +237,35 @@ def quiet_edges(scrapes: Sequence[float], w: StepWindow, arrived: Samples, ended
     return in_flight(before[-1]) == in_flight(after[0])
 
 
-def compare(w: StepWindow, figure: Figure, num: float | None, den: float | None, alone: bool) -> Comparison:
+def own_between(
+    own: Sequence[RequestRecord], target: str, scrapes: Sequence[float], w: StepWindow
+) -> list[RequestRecord]:
+    """The sweep's own requests to `target` wholly between the scrapes that bound the window: the server's
+    counters hold them beside the step's (one in flight at a bounding scrape breaks its quiet edges instead)."""
+    before = [t for t in scrapes if t < w.start]
+    after = [t for t in scrapes if t >= w.end]
+    if not before or not after:
+        return []
+    return [r for r in own if r.target == target and before[-1] < r.start and r.start + r.e2e_s <= after[0]]
+
+
+def less_own(figure: Figure, num: float | None, den: float | None, own: Sequence[RequestRecord]) -> tuple:
+    """The server's increase without the sweep's own requests: counts less theirs; a mean's sum and count less
+    theirs (their client-side times stand in for the server's, a few ms apart)."""
+    if not own or num is None:
+        return num, den
+    mine = figure.client(own)
+    if figure.per is None:
+        return num - (mine or 0.0), den
+    n = sum(r.ok for r in own)
+    if mine is None or den is None or not n:
+        return num, den
+    return num - mine * n, den - n
+
+
+def compare(
+    w: StepWindow, figure: Figure, num: float | None, den: float | None, alone: bool, own_requests: int = 0
+) -> Comparison:
     client = figure.client(w.records)
     server = num if figure.per is None else (None if num is None or not den else num / den)
     gap = None
@@ -264,10 +293,16 @@ def compare(w: StepWindow, figure: Figure, num: float | None, den: float | None,
         figure.series,
         w.start,
         w.end,
+        own_requests,
     )
 
 
-def reconcile(prometheus: Prometheus, records: Sequence[RequestRecord], timeout: float = 30.0) -> list[Comparison]:
+def reconcile(
+    prometheus: Prometheus,
+    records: Sequence[RequestRecord],
+    timeout: float = 30.0,
+    own: Sequence[RequestRecord] = (),
+) -> list[Comparison]:
     """Every step's figures against the servers', each target's metrics read as labelled `server=<target name>`
     (local mode's scrape configuration). A server exporting neither TGI's nor vLLM's series is left out."""
     windows = step_windows(records)
@@ -293,10 +328,12 @@ def reconcile(prometheus: Prometheus, records: Sequence[RequestRecord], timeout:
                 if figures is TGI:  # its counters say what is in flight: arrived, not yet succeeded or failed
                     ended = (read["tgi_request_success"], read["tgi_request_failure"])
                     alone = alone and quiet_edges(scrapes, w, read["tgi_request_count"], ended)
+                extra = own_between(own, target, scrapes, w)
                 for f in figures:
                     num = increase(read[f.series], w.start, w.end)
                     den = increase(read[f.per], w.start, w.end) if f.per else None
-                    out.append(compare(w, f, num, den, alone))
+                    num, den = less_own(f, num, den, extra)
+                    out.append(compare(w, f, num, den, alone, len(extra)))
     return out
 
 
@@ -321,7 +358,8 @@ def read_reconcile(directory: Path) -> list[Comparison]:
 def reconcile_run(prometheus_url: str, directory: Path, timeout: float = 30.0) -> list[Comparison]:
     """After a sweep: reconcile its records with what Prometheus scraped, and save reconcile.jsonl."""
     records, _ = read_records(directory / "requests.jsonl")
-    comparisons = reconcile(Prometheus(prometheus_url), records, timeout)
+    own, _ = read_records(directory / OWN_REQUESTS_FILE)
+    comparisons = reconcile(Prometheus(prometheus_url), records, timeout, own)
     write_reconcile(directory, comparisons)
     return comparisons
 

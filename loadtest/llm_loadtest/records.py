@@ -27,6 +27,7 @@ behind the engine), else one per chunk (in chat, not the role-only chunk that op
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -90,6 +91,10 @@ class RequestRecord:
         return cls(**{k: v for k, v in data.items() if k in known})
 
 
+# The sweep's own requests (warm-ups, calibration probes): in no step, yet the servers count them (reconcile.py).
+OWN_REQUESTS_FILE = "sweep_requests.jsonl"
+
+
 class RecordWriter:
     """Appends records to a JSONL file, flushed one by one: a crash loses no finished request."""
 
@@ -103,6 +108,15 @@ class RecordWriter:
 
     def close(self) -> None:
         self._file.close()
+
+
+def append_records(path: Path, records: Sequence[RequestRecord]) -> None:
+    writer = RecordWriter(path)
+    try:
+        for r in records:
+            writer.write(r)
+    finally:
+        writer.close()
 
 
 def read_records(path: Path) -> tuple[list[RequestRecord], int]:

@@ -21,7 +21,7 @@ from llm_loadtest.http import Connection
 from llm_loadtest.metrics import SLO, StepSummary
 from llm_loadtest.processes import locust_command, log_tail, run_bounded
 from llm_loadtest.prompts import load_prompts
-from llm_loadtest.records import read_records
+from llm_loadtest.records import OWN_REQUESTS_FILE, append_records, read_records
 from llm_loadtest.results import (
     Results,
     RunInfo,
@@ -79,6 +79,7 @@ def warm_up(cfg: SweepConfig, target: Target, max_new_tokens: int) -> None:
         for _ in range(max(1, cfg.warmup_requests)):
             spec = RequestSpec(prompts.next(), max_new_tokens, cfg.request_timeout_s, model=cfg.model)
             r = stream_request(conn, target, spec)
+            append_records(cfg.out / OWN_REQUESTS_FILE, [r])
             if r.status == "connection_error":
                 raise SweepError(f"target {target.name} ({target.url}) cannot be reached: {r.error}")
             if r.status == "not_event_stream":  # every request would fail the same way: a wrong URL or a proxy
@@ -154,6 +155,7 @@ def probe_round(cfg: SweepConfig, after_step: int, min_s: float = 0.5) -> None:
             done = [stream_request(conn, target, spec) for _ in range(PROBE_REQUESTS)]
         finally:
             conn.close()
+        append_records(cfg.out / OWN_REQUESTS_FILE, done)
         ok = [r for r in done if r.ok]
         ttft = min((r.ttft_s for r in ok if r.ttft_s is not None), default=None)
         found.append((target.name, ttft, min((r.e2e_s for r in ok), default=None)))

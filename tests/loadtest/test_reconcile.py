@@ -16,6 +16,8 @@ from llm_loadtest.reconcile import (
     compare,
     increase,
     isolated,
+    less_own,
+    own_between,
     quiet_edges,
     read_reconcile,
 )
@@ -140,3 +142,23 @@ def test_sweep_reconciles_with_a_prometheus_it_did_not_start(tmp_path):
     if by["requests"].isolated:  # a scrape fell between the probes and the step, and after it
         assert by["requests"].server < 8 and by["requests"].flagged, by["requests"]
     assert "## Client against server" in (tmp_path / "r" / "report.md").read_text()
+
+
+def test_the_sweeps_own_requests_between_the_scrapes_are_taken_off_the_servers_figures():
+    """A probe round of 3 requests between the scrape before a step and its first request: the server counted 15
+    for the step's 12; taken off, 12, and its mean e2e is the step's again."""
+    step = [rec(start=10.0 + i * 0.1, e2e=0.2, tokens=16) for i in range(12)]
+    window = StepWindow("t", 4, 16, start=10.0, end=11.3, records=step)
+    probes = [rec(start=9.7 + i * 0.05, e2e=0.04, tokens=16) for i in range(3)]
+    late = rec(start=9.4, e2e=0.3, tokens=16)  # in flight at the scrape before: left to the quiet-edge check
+    scrapes = [9.5, 9.9, 11.5]  # 9.9 falls after the probes
+    assert own_between([*probes, late], "t", scrapes, window) == []
+    scrapes = [9.5, 11.5]
+    extra = own_between([*probes, late], "t", scrapes, window)
+    assert extra == probes
+    requests, e2e = TGI[0], TGI[3]
+    assert less_own(requests, 15.0, None, extra) == (12.0, None)
+    num, den = less_own(e2e, 12 * 0.2 + 3 * 0.04, 15.0, extra)
+    assert den == 12 and abs(num / den - 0.2) < 1e-9
+    assert compare(window, requests, *less_own(requests, 15.0, None, extra), True, len(extra)).flagged is False
+    assert compare(window, requests, 15.0, None, True).flagged is True  # without: a false difference
