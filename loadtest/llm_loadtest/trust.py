@@ -73,48 +73,61 @@ def read_probes(path: Path) -> list[Probe]:
 class CpuSample:
     time: float
     busy_s: float  # the machine's busy CPU seconds since boot
-    ours_s: float  # CPU seconds of the kit's process tree and the targets' processes
+    base_s: float  # this process and the children it has reaped (each step's Locust)
+    pids_s: dict[int, float] | None  # per live child and target process; None: a target's CPU cannot be told apart
 
 
-def _target_pids(urls: Sequence[str]) -> set[int]:
-    """Processes listening on the ports of targets on this machine, with their children."""
+def _target_pids(urls: Sequence[str]) -> set[int] | None:
+    """Processes listening on the ports of targets on this machine, with their children. None when a loopback
+    target's listener is not found (another user's process: psutil gives no pid) or is docker-proxy (the server
+    runs in a container, not under it): its CPU would be counted as other processes', growing with the load."""
     ports = {p.port or 80 for p in map(urlsplit, urls) if p.hostname in LOOPBACK}
     if not ports:
         return set()
-    pids: set[int] = set()
+    listeners: dict[int, int] = {}
     with contextlib.suppress(psutil.Error, OSError):
         for c in psutil.net_connections(kind="tcp"):
             if c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port in ports and c.pid:
-                pids.add(c.pid)
+                listeners[c.laddr.port] = c.pid
+    if set(listeners) != ports:
+        return None
+    pids: set[int] = set(listeners.values())
     for pid in list(pids):
         with contextlib.suppress(psutil.Error):
+            if psutil.Process(pid).name() == "docker-proxy":
+                return None
             pids.update(p.pid for p in psutil.Process(pid).children(recursive=True))
     return pids
 
 
 def cpu_sample(target_urls: Sequence[str]) -> CpuSample:
-    """The machine's busy CPU and ours. Ours: this process, its children alive now and those it has reaped (Locust
-    after each step), and the targets' processes; each process counted once."""
+    """The machine's busy CPU and ours: this process, the children it has reaped (Locust after each step), and per
+    process its live children and the targets' processes."""
     total = psutil.cpu_times()
     busy = sum(total) - total.idle - getattr(total, "iowait", 0.0)
     me = psutil.Process()
     mine = me.cpu_times()
-    ours = mine.user + mine.system + mine.children_user + mine.children_system
-    pids = {p.pid for p in me.children(recursive=True)} | _target_pids(target_urls)
-    pids.discard(me.pid)
-    for pid in pids:
+    base = mine.user + mine.system + mine.children_user + mine.children_system
+    targets = _target_pids(target_urls)
+    if targets is None:
+        return CpuSample(time.monotonic(), busy, base, None)
+    per_pid: dict[int, float] = {}
+    for pid in ({p.pid for p in me.children(recursive=True)} | targets) - {me.pid}:
         with contextlib.suppress(psutil.Error):
             t = psutil.Process(pid).cpu_times()
-            ours += t.user + t.system
-    return CpuSample(time.monotonic(), busy, ours)
+            per_pid[pid] = t.user + t.system
+    return CpuSample(time.monotonic(), busy, base, per_pid)
 
 
 def others_cores(before: CpuSample, after: CpuSample) -> float | None:
-    """Cores taken by processes outside the kit and its targets between two samples."""
+    """Cores taken by processes outside the kit and its targets between two samples; None where a target's CPU
+    cannot be told apart. Per process: one that exited in between counts for nothing, not for minus its life."""
     wall = after.time - before.time
-    if wall <= 0:
+    if wall <= 0 or before.pids_s is None or after.pids_s is None:
         return None
-    return max(0.0, ((after.busy_s - before.busy_s) - (after.ours_s - before.ours_s)) / wall)
+    ours = after.base_s - before.base_s
+    ours += sum(cpu - before.pids_s.get(pid, 0.0) for pid, cpu in after.pids_s.items())
+    return max(0.0, ((after.busy_s - before.busy_s) - ours) / wall)
 
 
 def judge(steps: Sequence[StepSummary], probes: Sequence[Probe]) -> None:

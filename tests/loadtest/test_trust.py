@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 
 from llm_loadtest.metrics import StepSummary, summarize
-from llm_loadtest.trust import Probe, judge
+from llm_loadtest.trust import CpuSample, Probe, _target_pids, judge, others_cores
 from tests.support.loadgen import synthetic_server
 from tests.support.records import rec
-from tests.support.servers import VENV_BIN, stop
+from tests.support.servers import VENV_BIN, free_port, stop
 from tests.support.waits import wait_until
 
 HOG = "while True: pass"
@@ -99,3 +99,18 @@ def test_probes_flag_a_slowdown_that_lasts_a_step_not_one_slow_probe():
     judge(steps, _probes(slowed))
     assert [i for i, s in enumerate(steps) if s.disturbances] == [3]
     assert "before and after it" in steps[3].disturbances[0]
+
+
+def test_others_cpu_per_process_and_unknown_targets():
+    """A server that exits between two samples counts for nothing (summed whole it read as +10 cores for a
+    300 CPU-second process over 30 s); a target whose CPU cannot be told apart gives no figure, not a wrong one."""
+    before = CpuSample(0.0, busy_s=1000.0, base_s=10.0, pids_s={1: 300.0, 2: 5.0})
+    after = CpuSample(30.0, busy_s=1030.0, base_s=12.0, pids_s={2: 20.0, 3: 4.0})  # 1 exited, 3 started
+    assert others_cores(before, after) == (30.0 - 2.0 - 15.0 - 4.0) / 30.0
+    assert others_cores(before, CpuSample(30.0, 1030.0, 12.0, None)) is None
+
+
+def test_a_target_behind_docker_proxy_or_unseen_is_not_attributed():
+    assert _target_pids(["http://gpu-host:8080"]) == set()  # not on this machine: nothing to attribute
+    port = free_port()  # nothing listens there: whose CPU it is cannot be known
+    assert _target_pids([f"http://127.0.0.1:{port}"]) is None
