@@ -86,7 +86,7 @@ def fmt(value: float | None, ci: Interval | None, most: int = 3, scale: float = 
     """`value (low–high)`, with as many decimals as the interval's width supports."""
     if value is None:
         return "-"
-    if ci is None:
+    if ci is None or ci[1] <= ci[0]:  # none, or every resample alike (e.g. a target that generated nothing)
         return f"{value * scale:.{most}f}"
     low, high = ci[0] * scale, ci[1] * scale
     d = decimals(low, high, most)
