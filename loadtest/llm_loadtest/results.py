@@ -26,7 +26,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from llm_loadtest import intervals
+from llm_loadtest import intervals, jsonl
 from llm_loadtest.metrics import SLO, STATUSES, StepSummary, measurement_window, slice_rates, summarize
 from llm_loadtest.records import RequestRecord, read_records
 from llm_loadtest.trust import Probe, judge, read_probes
@@ -55,21 +55,11 @@ class StepFacts:
 
 
 def append_facts(path: Path, facts: StepFacts) -> None:
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(json.dumps(asdict(facts)) + "\n")
+    jsonl.append(path, facts)
 
 
 def read_facts(path: Path) -> list[StepFacts]:
-    if not path.exists():
-        return []
-    known = {f.name for f in fields(StepFacts)}
-    out = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            out.append(StepFacts(**{k: v for k, v in json.loads(line).items() if k in known}))
-        except (json.JSONDecodeError, TypeError):
-            continue  # a line cut short by a kill
-    return out
+    return jsonl.read(path, StepFacts)
 
 
 def _version(package: str) -> str | None:

@@ -18,15 +18,15 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import json
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import psutil
 
+from llm_loadtest import jsonl
 from llm_loadtest.metrics import StepSummary
 
 OTHERS_CPU_CORES = 0.75  # a busy loop on one core is 1.0; a test suite running beside moved it by up to 0.64 here
@@ -52,21 +52,11 @@ class Probe:
 
 
 def append_probe(path: Path, probe: Probe) -> None:
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(json.dumps(asdict(probe)) + "\n")
+    jsonl.append(path, probe)
 
 
 def read_probes(path: Path) -> list[Probe]:
-    if not path.exists():
-        return []
-    known = {f.name for f in fields(Probe)}
-    out = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            out.append(Probe(**{k: v for k, v in json.loads(line).items() if k in known}))
-        except (json.JSONDecodeError, TypeError):
-            continue  # a line cut short by a kill
-    return out
+    return jsonl.read(path, Probe)
 
 
 @dataclass(frozen=True)
