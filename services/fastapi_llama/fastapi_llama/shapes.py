@@ -13,6 +13,9 @@ import json
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
+
+from fastapi_llama.tiny_model import TinyModelSpec
 
 MARKER = "shape.json"  # what `--random-weights` needs beside config.json; no weights file
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja")
@@ -27,6 +30,17 @@ class Shape:
     mlp: int
     max_positions: int
 
+    @classmethod
+    def of(cls, spec: TinyModelSpec) -> Shape:
+        return cls(
+            layers=spec.num_hidden_layers,
+            hidden=spec.hidden_size,
+            heads=spec.num_attention_heads,
+            kv_heads=spec.num_key_value_heads,
+            mlp=spec.intermediate_size,
+            max_positions=spec.max_position_embeddings,
+        )
+
     def parameters(self, vocab: int) -> int:
         """Weights of a Llama model of this shape (untied embeddings, no biases)."""
         head_dim = self.hidden // self.heads
@@ -36,24 +50,18 @@ class Shape:
 
 
 SHAPES = {
-    # The tiny model's dimensions (tiny_model.TinyModelSpec): the same command, on the CPU, in CI.
-    "tiny": Shape(layers=4, hidden=256, heads=4, kv_heads=4, mlp=688, max_positions=2048),
+    # The tiny model's dimensions: the same command, on the CPU, in CI.
+    "tiny": Shape.of(TinyModelSpec()),
     # Llama-2-13B's config.json: 40 layers, hidden 5120, 40 heads (no GQA), MLP 13824, 4096 positions.
     "llama-2-13b": Shape(layers=40, hidden=5120, heads=40, kv_heads=40, mlp=13824, max_positions=4096),
 }
 
 
-def write_shape(name: str, tokenizer_dir: Path, out: Path) -> Path:
-    """`out` holds the shape's config.json, the tokenizer's files and the marker; no weights."""
-    from transformers import AutoTokenizer, LlamaConfig
+def llama_config(shape: Shape, tokenizer: Any, **extra: Any) -> Any:
+    """A Llama config of `shape` with `tokenizer`'s vocabulary and special tokens (the tiny model's build too)."""
+    from transformers import LlamaConfig
 
-    shape = SHAPES[name]
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    for f in TOKENIZER_FILES:
-        if (tokenizer_dir / f).exists():
-            shutil.copy2(tokenizer_dir / f, out / f)
-    config = LlamaConfig(
+    return LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=shape.hidden,
         intermediate_size=shape.mlp,
@@ -64,7 +72,21 @@ def write_shape(name: str, tokenizer_dir: Path, out: Path) -> Path:
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
+        **extra,
     )
+
+
+def write_shape(name: str, tokenizer_dir: Path, out: Path) -> Path:
+    """`out` holds the shape's config.json, the tokenizer's files and the marker; no weights."""
+    from transformers import AutoTokenizer
+
+    shape = SHAPES[name]
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    for f in TOKENIZER_FILES:
+        if (tokenizer_dir / f).exists():
+            shutil.copy2(tokenizer_dir / f, out / f)
+    config = llama_config(shape, tokenizer)
     config.save_pretrained(out)
     marker = {"shape": name, **asdict(shape), "vocab": len(tokenizer), "parameters": shape.parameters(len(tokenizer))}
     (out / MARKER).write_text(json.dumps(marker, indent=2))
