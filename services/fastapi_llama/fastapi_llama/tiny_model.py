@@ -125,6 +125,10 @@ def build(out: Path, spec: TinyModelSpec = TinyModelSpec(), force: bool = False)
     out.mkdir(parents=True, exist_ok=True)
     tokenizer.save_pretrained(out)
     model.save_pretrained(out)
+    # safetensors writes its file 0600: readable by every user, like a model from the Hub, because the stack
+    # test's containers (fastapi-llama as uid 1000) read this folder through a bind mount.
+    for path in out.iterdir():
+        path.chmod(0o644)
     n_params = sum(p.numel() for p in model.parameters())
     stamp.write_text(json.dumps({"fingerprint": spec.fingerprint(), "parameters": n_params, **asdict(spec)}, indent=2))
     print(f"tiny model built in {time.perf_counter() - t0:.1f}s: {out} ({n_params / 1e6:.1f} M parameters)")
