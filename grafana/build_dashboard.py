@@ -15,14 +15,20 @@ OUT = Path(__file__).resolve().parent / "dashboards" / "llm-serving.json"
 DATASOURCE = {"type": "prometheus", "uid": "prometheus"}
 CLIENT = 'target=~"$target"'
 SERVER = 'server=~"$server"'
+NO_DCGM = "dcgm-exporter runs in the gpu profile only: empty on a stack started without it."
 
 
 @dataclass
 class Panel:
+    """One time-series panel. `unit` is a Grafana unit id (its tick labels carry the unit: "2 GiB", "500 ms");
+    `axis` names what the axis counts where the ticks are bare numbers ("short"), and is left empty otherwise: the
+    axis label is shown as written, and a unit id there read as "percentunit"."""
+
     title: str
     unit: str
     targets: list[tuple[str, str]]  # (expr, legend)
     description: str = ""
+    axis: str = ""
     kind: str = "timeseries"
     stack: bool = False
     extra: dict = field(default_factory=dict)
@@ -37,6 +43,7 @@ ROWS: list[tuple[str, list[Panel]]] = [
                 "short",
                 [(f"sum by (target) (llm:client_output_tokens:rate1m{{{CLIENT}}})", "{{target}}")],
                 "Tokens counted in the streams of successful requests, per second (1 m rate).",
+                axis="tokens/s",
             ),
             Panel(
                 "Time to first token",
@@ -67,11 +74,13 @@ ROWS: list[tuple[str, list[Panel]]] = [
             Panel(
                 "Requests by status",
                 "reqps",
-                [(f"llm:client_requests:rate1m{{{CLIENT}}}", "{{target}} {{status}}")],
-                "ok, http_error (e.g. 429), stream_error (error event in a 200 stream), timeout, connection_error.",
+                [(f"llm:client_requests:rate1m{{{CLIENT}}}", "{{target}} {{status}} {{http_status}}")],
+                "By status (ok, http_error, stream_error: an error event in a 200 stream, timeout, connection_error,"
+                " not_event_stream, cancelled) and HTTP status code, so that a 429 (refused) and a 500 (failed) tell"
+                " apart; none when no response arrived.",
                 stack=True,
             ),
-            Panel("Users (concurrent request loops)", "short", [("sum(llm_client_users)", "users")]),
+            Panel("Users (concurrent request loops)", "short", [("sum(llm_client_users)", "users")], axis="users"),
         ],
     ),
     (
@@ -82,6 +91,7 @@ ROWS: list[tuple[str, list[Panel]]] = [
                 "short",
                 [(f"llm:server_output_tokens:rate1m{{{SERVER}}}", "{{server}}")],
                 "A rate of generated tokens — unlike TGI's own dashboard, which plots tokens per request.",
+                axis="tokens/s",
             ),
             Panel(
                 "Request rate",
@@ -112,12 +122,14 @@ ROWS: list[tuple[str, list[Panel]]] = [
                 "short",
                 [(f"llm:server_queue_size{{{SERVER}}}", "{{server}}")],
                 "Requests waiting for the model.",
+                axis="requests",
             ),
             Panel(
                 "Batch size",
                 "short",
                 [(f"llm:server_batch_size{{{SERVER}}}", "{{server}}")],
                 "Requests being generated together (1 at most for naive FastAPI).",
+                axis="requests",
             ),
             Panel(
                 "Time to first token (server, vLLM)",
@@ -137,11 +149,12 @@ ROWS: list[tuple[str, list[Panel]]] = [
         ],
     ),
     (
-        "GPUs (dcgm-exporter)",
+        "GPUs (dcgm-exporter: gpu profile only)",
         [
-            Panel("GPU utilisation", "percent", [("DCGM_FI_DEV_GPU_UTIL", "GPU {{gpu}} {{modelName}}")]),
-            Panel("GPU memory used", "decmbytes", [("DCGM_FI_DEV_FB_USED", "GPU {{gpu}}")]),
-            Panel("GPU power", "watt", [("DCGM_FI_DEV_POWER_USAGE", "GPU {{gpu}}")]),
+            Panel("GPU utilisation", "percent", [("DCGM_FI_DEV_GPU_UTIL", "GPU {{gpu}} {{modelName}}")], NO_DCGM),
+            # dcgm-exporter reports framebuffer memory in MiB: Grafana's "mbytes" (mebibytes), not "decmbytes" (MB).
+            Panel("GPU memory used", "mbytes", [("DCGM_FI_DEV_FB_USED", "GPU {{gpu}}")], NO_DCGM),
+            Panel("GPU power", "watt", [("DCGM_FI_DEV_POWER_USAGE", "GPU {{gpu}}")], NO_DCGM),
         ],
     ),
 ]
@@ -159,7 +172,7 @@ def panel_json(p: Panel, panel_id: int, x: int, y: int) -> dict:
             "defaults": {
                 "unit": p.unit,
                 "min": 0,
-                "custom": {"stacking": {"mode": "normal" if p.stack else "none"}, "axisLabel": p.unit},
+                "custom": {"stacking": {"mode": "normal" if p.stack else "none"}, "axisLabel": p.axis},
             },
             "overrides": [],
         },

@@ -11,6 +11,15 @@ from llm_loadtest.records import RequestRecord
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300)
 ITL_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1, 2.5)
 LABELS = ("target", "api", "max_new_tokens")
+NO_RESPONSE = "none"  # http_status of a request that got no status line: refused, reset, timed out before one
+
+
+def http_status_label(code: int | None) -> str:
+    """The response's status code as a label, so that a 429 and a 500 tell apart; bounded to the valid codes
+    (RFC 9110: 100-599) so that a broken server cannot grow the series without limit."""
+    if code is None:
+        return NO_RESPONSE
+    return str(code) if 100 <= code <= 599 else "invalid"
 
 
 class ClientMetrics:
@@ -43,7 +52,10 @@ class ClientMetrics:
             "llm_client_output_tokens", "Output tokens counted in the streams of OK requests", LABELS, registry=registry
         )
         self.requests = Counter(
-            "llm_client_requests", "Finished requests by status", (*LABELS, "status"), registry=registry
+            "llm_client_requests",
+            "Finished requests by status and HTTP status code",
+            (*LABELS, "status", "http_status"),
+            registry=registry,
         )
         self.mismatches = Counter(
             "llm_client_token_mismatches",
@@ -56,7 +68,7 @@ class ClientMetrics:
 
     def observe(self, r: RequestRecord) -> None:
         labels = {"target": r.target, "api": r.api, "max_new_tokens": str(r.max_new_tokens)}
-        self.requests.labels(**labels, status=r.status).inc()
+        self.requests.labels(**labels, status=r.status, http_status=http_status_label(r.http_status)).inc()
         if r.token_mismatch:
             self.mismatches.labels(**labels).inc()
         if not r.ok:

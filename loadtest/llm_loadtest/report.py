@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from llm_loadtest import intervals
+from llm_loadtest.admission import admission_markdown
 from llm_loadtest.capacity import capacity_markdown
 from llm_loadtest.metrics import STATUSES
 from llm_loadtest.reconcile import reconcile_markdown
@@ -165,8 +166,13 @@ def render_markdown(report: Results, charts: Sequence[str], directory: Path | No
 
 
 def extra_sections(report: Results, directory: Path | None) -> list[str]:
-    """Sections of their own modules: capacity (from the steps, or capacity.json); client against server."""
-    return [*capacity_markdown(report.summaries, report.slo, directory), *reconcile_markdown(directory)]
+    """Sections of their own modules: capacity (from the steps, or capacity.json); targets that refused against
+    targets that queued at one step; client against server."""
+    return [
+        *capacity_markdown(report.summaries, report.slo, directory),
+        *admission_markdown(report.summaries),
+        *reconcile_markdown(directory),
+    ]
 
 
 def speedup_tables(report: Results) -> list[str]:

@@ -83,7 +83,7 @@ def web_locust(tmp_path) -> Iterator[WebLocust]:
                 lambda: _scrape(locust.url),
                 lambda s: (
                     value(s, "llm_client_users") == 3
-                    and value(s, "llm_client_requests_total", **LABELS, status="ok") > 3
+                    and value(s, "llm_client_requests_total", **LABELS, status="ok", http_status="200") > 3
                 ),
                 timeout=60,
                 what="3 users running and more than 3 requests done",
@@ -118,7 +118,7 @@ def test_metrics_and_live_tab(web_locust):
     samples, types = parse(httpx.get(f"{web_locust.url}/metrics").text)
     assert types["llm_client_ttft_seconds"] == "histogram"
     assert types["llm_client_requests_total"] == "counter"
-    ok = value(samples, "llm_client_requests_total", **LABELS, status="ok")
+    ok = value(samples, "llm_client_requests_total", **LABELS, status="ok", http_status="200")
     assert ok > 3
     assert value(samples, "llm_client_output_tokens_total", **LABELS) == 16 * ok
     assert value(samples, "llm_client_e2e_seconds_count", **LABELS) == ok

@@ -151,3 +151,46 @@ def test_dashboard_has_units_and_no_placeholders():
     } <= titles
     server_tokens = next(p for p in panels if p["title"] == "Generated tokens/s (server)")
     assert "rate1m" in server_tokens["targets"][0]["expr"]  # a rate, not tokens per request
+
+
+@pytest.mark.slow
+def test_client_requests_carry_the_http_status(stack):
+    """The load under test meets 429-style refusals (6 users, 4 admitted) and a 422: each series of the requests
+    panel says its HTTP status, so a refusal and a failure tell apart; ok requests are 200s."""
+    series = query_until(stack, "llm:client_requests:rate1m")
+    labels = [s["metric"] for s in series]
+    assert labels and all("http_status" in m for m in labels), labels
+    assert {m["http_status"] for m in labels if m["status"] == "ok"} == {"200"}, labels
+
+
+# Grafana's data units (packages/grafana-data/src/valueFormats/categories.ts): "mbytes" is mebibytes (binary
+# prefix), "decmbytes" megabytes (SI prefix).
+HELP_UNIT_TO_GRAFANA = {"MiB": "mbytes", "%": "percent", "W": "watt"}
+
+
+def test_gpu_panels_use_the_unit_dcgm_exporter_reports():
+    units = {
+        name: unit for name, unit in re.findall(r"^# HELP (\w+) .*\(in ([^)]+)\)\.$", DCGM_FIXTURE.read_text(), re.M)
+    }
+    assert units["DCGM_FI_DEV_FB_USED"] == "MiB"
+    panels = [p for p in json.loads(DASHBOARD.read_text())["panels"] if p["type"] != "row"]
+    checked = 0
+    for p in panels:
+        for t in p["targets"]:
+            if t["expr"] in units:
+                assert p["fieldConfig"]["defaults"]["unit"] == HELP_UNIT_TO_GRAFANA[units[t["expr"]]], p["title"]
+                checked += 1
+    assert checked == 3
+
+
+def test_axis_labels_are_words_not_unit_ids():
+    """Grafana shows an axis label as written: it must name what the axis counts, never repeat a unit id
+    ("percentunit"). Ticks of a unit carry the unit already; bare-number axes ("short") get a word."""
+    panels = [p for p in json.loads(DASHBOARD.read_text())["panels"] if p["type"] != "row"]
+    unit_ids = {p["fieldConfig"]["defaults"]["unit"] for p in panels}
+    for p in panels:
+        defaults = p["fieldConfig"]["defaults"]
+        label = defaults["custom"]["axisLabel"]
+        assert label not in unit_ids, f"{p['title']}: axis label {label!r} is a unit id"
+        if defaults["unit"] == "short":
+            assert label, f"{p['title']}: bare numbers on the axis and no label"

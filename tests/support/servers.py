@@ -70,10 +70,11 @@ def fastapi_llama(tmp_dir: Path, *extra_args: str, timeout: float = 60) -> Itera
 
 
 @contextmanager
-def vllm_server(tmp_dir: Path, timeout: float = 300) -> Iterator[RunningServer]:
-    """vLLM's CPU build on the tiny model, started as local mode starts it (40-60 s here)."""
+def vllm_server(tmp_dir: Path, *args: str, timeout: float = 300) -> Iterator[RunningServer]:
+    """vLLM's CPU build on the tiny model, started as local mode starts it (40-60 s here); `args` are added to its
+    command line (a later flag overrides one local mode sets)."""
     port = free_port()
-    cmd = vllm_command(tiny_model_path(), port, 64, vllm_python())
+    cmd = [*vllm_command(tiny_model_path(), port, 64, vllm_python()), *args]
     url, log_path = f"http://127.0.0.1:{port}", tmp_dir / f"vllm-{port}.log"
     with running(cmd, url, log_path, timeout, VLLM_ENV, stop_timeout=30) as server:
         yield server

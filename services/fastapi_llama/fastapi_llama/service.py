@@ -6,7 +6,7 @@ import asyncio
 import random
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -73,16 +73,34 @@ class Service:
     in_flight: int = 0
     started_at: int = field(default_factory=lambda: int(time.time()))
 
-    def prepare(
+    async def accept(
         self,
-        inputs: str,
+        prompt: Callable[[], str],
         params: GenerateParameters,
         request_id: str | None = None,
         options: OpenAIOptions | None = None,
-    ) -> Prepared:
+    ) -> tuple[Slot, Prepared]:
+        """Admit a request, then validate it: its slot and the request ready for the engine. Admission comes
+        first, as TGI takes its permit before validating, so a refusal (429) costs no tokenization. `prompt` (the
+        text, or a chat template's rendering) is made and tokenized in a worker thread: a 2 MB prompt took 1.3 s
+        with the tiny model's tokenizer, and the event loop must keep answering /health and the running streams
+        meanwhile. A request that fails validation gives its slot back."""
+        arrived = time.perf_counter()
         self.metrics.request_count.inc()
+        slot = self.admit()
         try:
-            return self._prepare(inputs, params, request_id, options or OpenAIOptions())
+            prepared = await asyncio.to_thread(self._validate, prompt, params, request_id, options or OpenAIOptions())
+        except BaseException:  # a validation failure, or the handler cancelled while the thread tokenized
+            slot.release()
+            raise
+        prepared.arrived = arrived
+        return slot, prepared
+
+    def _validate(
+        self, prompt: Callable[[], str], params: GenerateParameters, request_id: str | None, options: OpenAIOptions
+    ) -> Prepared:
+        try:
+            return self._prepare(prompt(), params, request_id, options)
         except ValidationFailed:
             self.metrics.request_failure.inc(err="validation")
             raise

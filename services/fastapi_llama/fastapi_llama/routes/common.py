@@ -1,10 +1,10 @@
 """What the route modules share: the service dependency, request ids, and the two ways a generation route answers
-(a whole JSON body, or a stream of server-sent events), each holding the request's in-flight slot."""
+(a whole JSON body, or a stream of server-sent events), each holding the in-flight slot `Service.accept` took."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
 from typing import Annotated, Any
 
@@ -12,8 +12,8 @@ from fastapi import Depends, Header, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from fastapi_llama.engine.types import FinishEvent, TokenEvent
-from fastapi_llama.errors import ServiceError
-from fastapi_llama.service import Prepared, Service
+from fastapi_llama.errors import Overloaded, ServiceError
+from fastapi_llama.service import Prepared, Service, Slot
 from fastapi_llama.sse import SSE_HEADERS, event
 
 
@@ -24,6 +24,7 @@ def get_service(request: Request) -> Service:
 ServiceDep = Annotated[Service, Depends(get_service)]
 RequestId = Annotated[str | None, Header(alias="x-request-id")]
 Events = AsyncIterator[TokenEvent | FinishEvent]
+Chunks = AsyncIterator[bytes]
 
 
 class ClientDisconnected(Exception):
@@ -32,34 +33,36 @@ class ClientDisconnected(Exception):
 
 async def collected_response(
     service: Service,
-    prepared: Prepared,
+    accepting: Awaitable[tuple[Slot, Prepared]],
     request: Request,
-    render: Callable[[list[TokenEvent], FinishEvent], Any],
+    render: Callable[[Prepared, list[TokenEvent], FinishEvent], Any],
 ) -> Response:
-    """Admit a request, run it to the end and answer `render(tokens, finish)` as JSON with its request id. Overload
-    raises `Overloaded` (429); a client that leaves first gets 499, nginx's code for nobody listening."""
+    """Await the request's admission and validation (a refusal raises `Overloaded`, 429), run it to the end and
+    answer `render(prepared, tokens, finish)` as JSON with its request id. A client that leaves first gets 499,
+    nginx's code for nobody listening."""
+    slot, prepared = await accepting
     try:
-        tokens, done = await collect(service, prepared, request)
+        tokens, done = await collect(service, slot, prepared, request)
     except ClientDisconnected:
         return Response(status_code=499)
-    return JSONResponse(render(tokens, done), headers={"x-request-id": prepared.request.request_id})
+    return JSONResponse(render(prepared, tokens, done), headers={"x-request-id": prepared.request.request_id})
 
 
-def stream_response(
-    service: Service, prepared: Prepared, render: Callable[[Events], AsyncIterator[bytes]]
+async def stream_response(
+    service: Service, accepting: Awaitable[tuple[Slot, Prepared]], render: Callable[[Events, Prepared], Chunks]
 ) -> StreamingResponse:
-    """Admit a request and answer with its events as server-sent events, each written by `render`. TGI validates
-    before the stream starts but reports overload and generation failures as an error event inside a 200 stream;
-    we do the same, so clients written for TGI see the same thing."""
+    """Await the request's admission and validation, then answer with its events as server-sent events, each
+    written by `render`. TGI validates before the stream starts (422) but reports overload and generation failures
+    as an error event inside a 200 stream; we do the same, so clients written for TGI see the same thing."""
     try:
-        slot = service.admit()
-    except ServiceError as exc:
+        slot, prepared = await accepting
+    except Overloaded as exc:
         return error_stream(exc)
 
-    async def body() -> AsyncIterator[bytes]:
+    async def body() -> Chunks:
         with slot:
             try:
-                async with aclosing(render(service.generate(prepared))) as chunks:
+                async with aclosing(render(service.generate(prepared), prepared)) as chunks:
                     async for chunk in chunks:
                         yield chunk
             except ServiceError as exc:
@@ -83,9 +86,11 @@ async def _wait_for_disconnect(request: Request) -> None:
         pass
 
 
-async def collect(service: Service, prepared: Prepared, request: Request) -> tuple[list[TokenEvent], FinishEvent]:
-    """Admit a request and run it to the end for a non-streaming answer. A client that leaves meanwhile, even while
-    the request is still queued, cancels it: nobody would read the answer."""
+async def collect(
+    service: Service, slot: Slot, prepared: Prepared, request: Request
+) -> tuple[list[TokenEvent], FinishEvent]:
+    """Run an accepted request to the end, holding its slot, for a non-streaming answer. A client that leaves
+    meanwhile, even while the request is still queued, cancels it: nobody would read the answer."""
 
     async def run() -> tuple[list[TokenEvent], FinishEvent]:
         tokens: list[TokenEvent] = []
@@ -96,7 +101,7 @@ async def collect(service: Service, prepared: Prepared, request: Request) -> tup
                 return tokens, ev
         raise RuntimeError("the engine ended a request without finishing it")
 
-    with service.admit():
+    with slot:
         work = asyncio.ensure_future(run())
         watcher = asyncio.ensure_future(_wait_for_disconnect(request))
         await asyncio.wait({work, watcher}, return_when=asyncio.FIRST_COMPLETED)

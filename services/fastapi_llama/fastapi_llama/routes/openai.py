@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -21,7 +21,7 @@ from fastapi_llama.schemas import (
     OpenAIRequest,
     StreamOptions,
 )
-from fastapi_llama.service import OpenAIOptions, Prepared, Service
+from fastapi_llama.service import OpenAIOptions, Prepared, Service, Slot
 from fastapi_llama.sse import event
 
 router = APIRouter()
@@ -73,7 +73,7 @@ def _usage(prepared: Prepared, generated_tokens: int) -> dict[str, int]:
 
 async def _answer(
     service: Service,
-    prepared: Prepared,
+    accepting: Awaitable[tuple[Slot, Prepared]],
     request: Request,
     envelope: dict[str, Any],
     stream: StreamOptions | None,
@@ -82,15 +82,15 @@ async def _answer(
 ):
     """The whole answer, or its chunks when `stream` is set; `usage` either way."""
     if stream is not None:
-        return stream_response(
-            service, prepared, lambda events: _chunks(events, prepared, envelope, stream, chunk_choice)
+        return await stream_response(
+            service, accepting, lambda events, prepared: _chunks(events, prepared, envelope, stream, chunk_choice)
         )
 
-    def result(_: list[TokenEvent], done: FinishEvent) -> dict[str, Any]:
+    def result(prepared: Prepared, _: list[TokenEvent], done: FinishEvent) -> dict[str, Any]:
         choice = final_choice(done.generated_text, OPENAI_FINISH[done.reason])
         return {**envelope, "choices": [choice], "usage": _usage(prepared, done.generated_tokens)}
 
-    return await collected_response(service, prepared, request, result)
+    return await collected_response(service, accepting, request, result)
 
 
 async def _chunks(
@@ -135,14 +135,14 @@ async def completions(body: CompletionRequest, request: Request, service: Servic
     except ValueError as exc:
         raise ValidationFailed(f"Input validation error: {exc}") from exc
     params, options = _parameters(body)
-    prepared = service.prepare(prompt, params, x_request_id, options)
+    accepting = service.accept(lambda: prompt, params, x_request_id, options)
 
     def choice(text: str, reason: str | None) -> dict[str, Any]:
         # TGI leaves finish_reason as "" until the last chunk.
         return {"index": 0, "text": text, "finish_reason": reason or "", "logprobs": None}
 
     envelope = _envelope(service, "cmpl", "text_completion")
-    return await _answer(service, prepared, request, envelope, _stream_options(body), choice, choice)
+    return await _answer(service, accepting, request, envelope, _stream_options(body), choice, choice)
 
 
 @router.post(
@@ -152,7 +152,9 @@ async def completions(body: CompletionRequest, request: Request, service: Servic
 )
 async def chat_completions(body: ChatRequest, request: Request, service: ServiceDep, x_request_id: RequestId = None):
     params, options = _parameters(body, add_special_tokens=False)  # the template writes its own BOS
-    prepared = service.prepare(service.chat_prompt(body.conversation()), params, x_request_id, options)
+    conversation = body.conversation()
+    # The template is rendered in accept's worker thread, with the tokenization: a 2 MB conversation is slow too.
+    accepting = service.accept(lambda: service.chat_prompt(conversation), params, x_request_id, options)
 
     def delta(text: str, reason: str | None) -> dict[str, Any]:
         return {"index": 0, "delta": {"role": "assistant", "content": text}, "logprobs": None, "finish_reason": reason}
@@ -167,7 +169,7 @@ async def chat_completions(body: ChatRequest, request: Request, service: Service
 
     stream = _stream_options(body)
     envelope = _envelope(service, "chatcmpl", "chat.completion.chunk" if stream else "chat.completion")
-    return await _answer(service, prepared, request, envelope, stream, delta, message)
+    return await _answer(service, accepting, request, envelope, stream, delta, message)
 
 
 @router.get("/v1/models", summary="The served model (OpenAI dialect)")

@@ -31,9 +31,10 @@ async def generate_once(
     service: Service, body: GenerateRequest, request: Request, request_id: str | None, as_array: bool = False
 ) -> Response:
     """One GenerateResponse, or (`as_array`, the compat route's shape in TGI's schema) a list holding it."""
-    prepared = service.prepare(body.inputs, body.parameters, request_id)
 
-    def result(tokens: list[TokenEvent], done: FinishEvent) -> dict[str, Any] | list[dict[str, Any]]:
+    def result(
+        prepared: Prepared, tokens: list[TokenEvent], done: FinishEvent
+    ) -> dict[str, Any] | list[dict[str, Any]]:
         answer: dict[str, Any] = {
             "generated_text": _full_text(prepared, done.generated_text, body.parameters.return_full_text)
         }
@@ -47,12 +48,13 @@ async def generate_once(
             }
         return [answer] if as_array else answer
 
-    return await collected_response(service, prepared, request, result)
+    accepting = service.accept(lambda: body.inputs, body.parameters, request_id)
+    return await collected_response(service, accepting, request, result)
 
 
-def stream_events(service: Service, body: GenerateRequest, request_id: str | None) -> StreamingResponse:
-    prepared = service.prepare(body.inputs, body.parameters, request_id)
-    return stream_response(service, prepared, lambda events: _token_events(events, prepared, body))
+async def stream_events(service: Service, body: GenerateRequest, request_id: str | None) -> StreamingResponse:
+    accepting = service.accept(lambda: body.inputs, body.parameters, request_id)
+    return await stream_response(service, accepting, lambda events, prepared: _token_events(events, prepared, body))
 
 
 async def _token_events(events: Events, prepared: Prepared, body: GenerateRequest) -> AsyncIterator[bytes]:
@@ -93,7 +95,7 @@ async def generate(body: GenerateRequest, request: Request, service: ServiceDep,
     responses=STREAM_RESPONSES,
 )
 async def generate_stream(body: GenerateRequest, service: ServiceDep, x_request_id: RequestId = None):
-    return stream_events(service, body, x_request_id)
+    return await stream_events(service, body, x_request_id)
 
 
 @router.post(
@@ -105,6 +107,6 @@ async def compat_generate(
     body: CompatGenerateRequest, request: Request, service: ServiceDep, x_request_id: RequestId = None
 ):
     if body.stream:
-        return stream_events(service, body, x_request_id)
+        return await stream_events(service, body, x_request_id)
     # TGI answers an array here (its clients read `payload[0]`), unlike /generate.
     return await generate_once(service, body, request, x_request_id, as_array=True)
