@@ -40,8 +40,11 @@ def docker_on_path(tmp_path, compose_version: str | None) -> str:
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir(exist_ok=True)
     if compose_version is not None:
+        # `docker compose version --short` prints the version; `docker compose ... config` renders no GPU.
         docker = bin_dir / "docker"
-        docker.write_text(f"#!/bin/sh\necho {compose_version}\n")
+        docker.write_text(
+            f'#!/bin/sh\ncase "$*" in *config*) echo \'{{"services": {{}}}}\' ;; *) echo {compose_version} ;; esac\n'
+        )
         docker.chmod(0o755)
     return str(bin_dir)
 
@@ -59,4 +62,21 @@ def test_a_real_password_passes_that_check(tmp_path):
 
 def test_make_up_runs_the_preflight_before_compose():
     recipe = re.search(r"^up:.*\n((?:\t.*\n)+)", (REPO / "Makefile").read_text(), re.M).group(1).splitlines()
-    assert "preflight.py" in recipe[0] and "up -d" in recipe[1]
+    assert "preflight.py" in recipe[0] and "up -d" in recipe[2]
+
+
+def test_the_gpu_runtime_is_checked_only_where_the_rendered_stack_reserves_gpus(tmp_path):
+    """The preflight reads the stack as Compose renders it (overrides included) and asks the docker CLI, not the
+    Python SDK, for the engine's runtimes."""
+    (tmp_path / ".env").write_text("GRAFANA_ADMIN_PASSWORD=s3cret-horse-battery\n")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    gpu = '{"services": {"tgi": {"deploy": {"resources": {"reservations": {"devices": [{"driver": "nvidia"}]}}}}}}'
+    (bin_dir / "docker").write_text(
+        "#!/bin/sh\n"
+        f"case \"$*\" in *config*) echo '{gpu}' ;; info*) echo '{{\"runc\": {{}}}}' ;; *) echo v2.40.3 ;; esac\n"
+    )
+    (bin_dir / "docker").chmod(0o755)
+    run = preflight(tmp_path, PATH=str(bin_dir), PROFILES="gpu")
+    assert run.returncode == 1
+    assert run.stderr.startswith("make up: the NVIDIA container runtime is not configured"), run.stderr

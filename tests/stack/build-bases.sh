@@ -26,6 +26,9 @@ if docker image inspect "llmkit-test/locust:$stamp" >/dev/null 2>&1; then
     exit 0
 fi
 
+# Earlier builds' wheelhouses and any half-built image root (an interrupted run) go.
+find "$CACHE" -maxdepth 1 \( -name 'wheels-*' -o -name 'image-*' \) ! -name "wheels-$stamp" -exec rm -rf {} +
+
 wheels="$CACHE/wheels-$stamp"
 if [ ! -f "$wheels/.done" ]; then
     rm -rf "$wheels"

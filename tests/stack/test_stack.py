@@ -48,7 +48,8 @@ def test_make_up_starts_every_service_healthy(up: Stack):
     assert run.returncode == 0, run.stderr
     print(run.stdout)
     names = {s.name for s in up.services()}
-    expected = {"model_cache", "fastapi_llama", "tgi", "dcgm_exporter", "prometheus", "locust_master", "locust_worker"}
+    expected = {"hub", "model_cache", "fastapi_llama", "tgi", "dcgm_exporter", "prometheus", "locust_master"}
+    expected.add("locust_worker")
     assert names == expected, names  # grafana is left out: no registry here has its image
     for service in ("fastapi_llama", "tgi", "prometheus", "locust_master"):
         assert re.search(rf"{service}\b.*\(healthy\)", run.stdout), run.stdout
@@ -160,3 +161,28 @@ def test_make_down_leaves_no_container_or_network(up: Stack):
     left = up.leftovers()
     print(f"\nmake down: containers left {left['container']}, networks left {left['network']}")
     assert left == {"container": [], "network": []}
+
+
+@pytest.mark.parametrize("first, second", [("fastapi_llama", "tgi"), ("tgi", "fastapi_llama")])
+def test_both_model_services_use_the_shared_cache_started_in_either_order(stack: Stack, first: str, second: str):
+    """fastapi-llama runs as uid 1000, TGI as root. On an empty cache volume, whichever starts first, model_cache
+    downloads the model once (from the hub stand-in) and both servers load it from the volume and generate."""
+    assert stack.compose("down", "--volumes").returncode == 0  # an empty hf-cache
+    try:
+        for service in (first, second):
+            run = stack.compose("up", "-d", "--wait", service, timeout=300)
+            assert run.returncode == 0, run.stderr + stack.logs()
+        download = stack.compose("logs", "--no-color", "model_cache").stdout
+        assert "is in /data/hub/models--llmkit-test--tiny-llama/snapshots/" in download, download
+        for service, port in (("fastapi_llama", "FASTAPI_PORT"), ("tgi", "TGI_PORT")):
+            log = stack.compose("logs", "--no-color", service).stdout
+            assert "Permission" not in log and "Traceback" not in log, log[-3000:]
+            reply = httpx.post(
+                f"{stack.url(port)}/generate",
+                json={"inputs": "The cache", "parameters": {"max_new_tokens": 4}},
+                timeout=60,
+            )
+            assert reply.status_code == 200 and reply.json()["generated_text"], reply.text
+        print(f"\n{first} then {second}: one download, both servers generate")
+    finally:
+        stack.compose("down", "--volumes")

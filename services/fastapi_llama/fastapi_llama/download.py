@@ -4,13 +4,15 @@ In the Compose stack fastapi-llama (uid 1000), TGI and vLLM (root) share one cac
 itself, the first to start would own the cache's folders and the others could not write their files beside them;
 so the stack runs this first (as `model_cache`) and the servers read the cache offline. It downloads the
 safetensors weights, configs and tokenizer files, and PyTorch `.bin` weights only where a repository has no
-safetensors. A local directory is served as it is: nothing to download. HF_TOKEN is read from the environment.
+safetensors, and leaves every file readable by all users. A local directory is served as it is: nothing to
+download. HF_TOKEN is read from the environment.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import stat
 from pathlib import Path
 
 # Other formats of the same weights: several times the download, read by none of the three servers.
@@ -24,6 +26,16 @@ def ignore_patterns(files: list[str]) -> list[str]:
     return NEVER
 
 
+def readable_by_all(folder: Path) -> None:
+    """huggingface_hub writes some cache files 0600 (the tree listing, through a temporary file): the servers read
+    them as other users, so every file and folder of the model's cache gets read (and folders search) for all."""
+    for path in [folder, *folder.rglob("*")]:
+        if path.is_symlink():
+            continue
+        extra = stat.S_IRGRP | stat.S_IROTH | (stat.S_IXGRP | stat.S_IXOTH if path.is_dir() else 0)
+        path.chmod(path.stat().st_mode | extra)
+
+
 def download(model_id: str, revision: str | None = None) -> Path:
     if Path(model_id).is_dir():
         return Path(model_id)
@@ -31,7 +43,9 @@ def download(model_id: str, revision: str | None = None) -> Path:
 
     token = os.environ.get("HF_TOKEN") or None
     files = HfApi(token=token).list_repo_files(model_id, revision=revision)
-    return Path(snapshot_download(model_id, revision=revision, token=token, ignore_patterns=ignore_patterns(files)))
+    snapshot = Path(snapshot_download(model_id, revision=revision, token=token, ignore_patterns=ignore_patterns(files)))
+    readable_by_all(snapshot.parents[1])  # models--org--name/snapshots/<sha>
+    return snapshot
 
 
 def main(argv: list[str] | None = None) -> None:
