@@ -24,10 +24,12 @@ from llm_loadtest.client import RequestSpec, Target, stream_request
 from llm_loadtest.dialects import DIALECTS
 from llm_loadtest.http import Connection
 from llm_loadtest.records import RecordWriter, RequestRecord
+from llm_loadtest.workload import NUM_PROMPTS, PlanCursor, WorkloadError, WorkloadSpec, build_plan, read_plan
 
 log = logging.getLogger(__name__)
 RECORD_MESSAGE = "llm_record"
 STATE_KEY = "llm_loadtest"
+WORKLOAD_KEY = "llm_workload"
 MAX_RETRY_PAUSE_S = 8.0
 
 
@@ -70,6 +72,7 @@ def add_arguments(parser: Any) -> None:
         "the first token), doubling with each refusal in a row up to 8 s",
     )
     parser.add_argument("--model", default="", env_var="LOCUST_MODEL", help="Model name sent by the openai dialects")
+    add_workload_arguments(parser)
     parser.add_argument(
         "--target-name",
         default="",
@@ -107,6 +110,90 @@ def add_arguments(parser: Any) -> None:
         include_in_web_ui=False,
         help="Stop after this many finished requests (0: no limit)",
     )
+
+
+def add_workload_arguments(parser: Any) -> None:
+    """The request plan, built when a test starts (before its first request) on every process that runs users."""
+    parser.add_argument(
+        "--dataset",
+        default="",
+        env_var="LOCUST_DATASET",
+        help="ShareGPT-format JSON/JSONL or a prompt file (one per line), sampled with --seed",
+    )
+    parser.add_argument(
+        "--tokenizer",
+        default="",
+        env_var="LOCUST_TOKENIZER",
+        help="The target's tokenizer (local path or Hub id) to measure and make prompts; with --dataset, each "
+        "request's cap is its reply's length",
+    )
+    parser.add_argument(
+        "--input-tokens",
+        default="",
+        env_var="LOCUST_INPUT_TOKENS",
+        help="Synthetic prompts of N, uniform:LO:HI or normal:MEAN:SD tokens (needs --tokenizer)",
+    )
+    parser.add_argument(
+        "--output-tokens",
+        default="",
+        env_var="LOCUST_OUTPUT_TOKENS",
+        help="Each request's cap: N, uniform:LO:HI or normal:MEAN:SD tokens (instead of --max-new-tokens)",
+    )
+    parser.add_argument(
+        "--prefix-tokens",
+        type=int,
+        default=0,
+        env_var="LOCUST_PREFIX_TOKENS",
+        help="A prefix of this many tokens shared by every synthetic prompt, before its --input-tokens",
+    )
+    parser.add_argument("--seed", type=int, default=0, env_var="LOCUST_SEED", help="Seed of the request plan")
+    parser.add_argument(
+        "--num-prompts",
+        type=int,
+        default=NUM_PROMPTS,
+        env_var="LOCUST_NUM_PROMPTS",
+        help="Requests planned (sent in order, cycled)",
+    )
+    parser.add_argument(
+        "--workload",
+        default="",
+        env_var="LOCUST_WORKLOAD",
+        include_in_web_ui=False,
+        help="A request plan written by llm-loadtest (workload.jsonl), sent in order; no tokenizer needed",
+    )
+    parser.add_argument(
+        "--no-ignore-eos",
+        action="store_true",
+        default=False,
+        env_var="LOCUST_NO_IGNORE_EOS",
+        help="Do not send ignore_eos (sent by default in the openai dialects, so answers run to their cap)",
+    )
+
+
+def workload_spec(opts: argparse.Namespace) -> WorkloadSpec:
+    return WorkloadSpec(
+        dataset=opts.dataset or None,
+        tokenizer=opts.tokenizer or None,
+        input_tokens=opts.input_tokens or None,
+        output_tokens=opts.output_tokens or None,
+        prefix_tokens=opts.prefix_tokens,
+        seed=opts.seed,
+        num_prompts=opts.num_prompts,
+        prompts=opts.prompts,
+    )
+
+
+def load_workload(environment: Environment) -> PlanCursor | None:
+    """This process's share of the plan, or None without one (the `--prompts` set and --max-new-tokens)."""
+    opts = _options(environment)
+    spec = workload_spec(opts)
+    if not opts.workload and not spec.active:
+        return None
+    plan = read_plan(opts.workload) if opts.workload else build_plan(spec, chat=opts.api == "openai-chat")
+    runner = environment.runner
+    if isinstance(runner, WorkerRunner):  # --processes P forwards expect_workers = P to its workers
+        return PlanCursor(plan, max(runner.worker_index, 0), max(getattr(opts, "expect_workers", 1) or 1, 1))
+    return PlanCursor(plan)
 
 
 def _options(environment: Environment) -> argparse.Namespace:
@@ -148,12 +235,18 @@ class LLMUser(User):
         self.sent += 1
         host = (self.host or "").rstrip("/")
         target = Target(opts.target_name or host, host, opts.api)
+        workload: PlanCursor | None = getattr(self.environment, WORKLOAD_KEY, None)
+        if workload is not None and not workload.plan:
+            raise StopUser()
+        planned = workload.next() if workload is not None else None
         spec = RequestSpec(
-            self.prompts.next(),
+            planned.prompt if planned else self.prompts.next(),
             opts.max_new_tokens,
             opts.request_timeout,
             users=opts.num_users or 0,
             model=opts.model or None,
+            ignore_eos=not opts.no_ignore_eos,
+            planned=planned,
         )
         record = stream_request(self.connection, target, spec, on_cancel=self._finish)
         self._finish(record)
@@ -235,6 +328,18 @@ class MasterState:
 def install(event_hooks: Any = events) -> None:
     """Register the plugin on Locust's event hooks (call once, from the locustfile)."""
     event_hooks.init_command_line_parser.add_listener(add_arguments)
+
+    @event_hooks.test_start.add_listener
+    def _plan(environment: Environment, **_: Any) -> None:
+        if isinstance(environment.runner, MasterRunner):
+            return  # the workers plan for themselves, from the options the master sent them
+        try:
+            setattr(environment, WORKLOAD_KEY, load_workload(environment))
+        except WorkloadError as exc:
+            log.error("%s", exc)
+            setattr(environment, WORKLOAD_KEY, PlanCursor([]))  # users stop rather than send something else
+            if environment.runner is not None:
+                gevent.spawn(environment.runner.quit)
 
     @event_hooks.init.add_listener
     def _on_init(environment: Environment, **_: Any) -> None:
