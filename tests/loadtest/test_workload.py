@@ -94,7 +94,9 @@ def test_sharegpt_first_turns_with_their_replies_lengths_as_caps(tiny_model, tok
     reply = "Hold papers together, reset a small device, and pick a simple lock."
     assert (clip.max_tokens, clip.input_tokens) == (tokens(tokenizer, reply), tokens(tokenizer, clip.prompt))
     # Two turns: the first human turn and the reply to it.
-    assert by_prompt["What is a list in Python?"].max_tokens == tokens(tokenizer, "An ordered, mutable sequence of items.")
+    assert by_prompt["What is a list in Python?"].max_tokens == tokens(
+        tokenizer, "An ordered, mutable sequence of items."
+    )
     assert all(p.messages is None for p in plan)
 
 
