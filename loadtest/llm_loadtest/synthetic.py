@@ -37,7 +37,7 @@ def vocabulary_words(tokenizer: Any) -> list[str]:
     candidates = [w for w in candidates if len(w) >= 2][:MAX_CANDIDATES]
     thrice = count_tokens(tokenizer, [f"{w} {w} {w}" for w in candidates])
     words = [w for w, n in zip(candidates, thrice, strict=True) if n == 3]
-    if len(words) < MIN_WORDS:  # an unusual tokenizer: multi-token words, corrected by PromptMaker._fit
+    if len(words) < MIN_WORDS:  # an unusual tokenizer: multi-token words, corrected by PromptMaker._fix
         words = candidates
     if not words:
         raise SyntheticError("the tokenizer's vocabulary has no alphabetic words to make prompts of")
@@ -45,34 +45,44 @@ def vocabulary_words(tokenizer: Any) -> list[str]:
 
 
 class PromptMaker:
-    """Makes prompts of a requested token length; an optional shared prefix opens every prompt."""
+    """Makes prompts of requested token lengths; an optional shared prefix opens every prompt."""
 
     def __init__(self, tokenizer: Any, rng: random.Random, prefix_tokens: int = 0) -> None:
         self.tokenizer = tokenizer
         self.rng = rng
         self.words = vocabulary_words(tokenizer)
-        self.prefix = self._fit([], prefix_tokens) if prefix_tokens else []
+        self.prefix: list[str] = []
+        if prefix_tokens:
+            words = rng.choices(self.words, k=prefix_tokens)
+            self.prefix = self._fix([], words, prefix_tokens, count_tokens(tokenizer, [" ".join(words)])[0])[0]
+        self.prefix_count = count_tokens(tokenizer, [" ".join(self.prefix)])[0] if self.prefix else 0
 
-    def _draw(self, n: int) -> list[str]:
-        return [self.rng.choice(self.words) for _ in range(max(n, 0))]
-
-    def _fit(self, head: list[str], n: int) -> list[str]:
-        """`head` followed by words, the whole `len(head words) + n` tokens long where the tokenizer allows."""
-        target = count_tokens(self.tokenizer, [" ".join(head)])[0] + n if head else n
-        body = self._draw(n)
+    def _fix(self, head: list[str], body: list[str], target: int, got: int) -> tuple[list[str], int]:
+        """`body` trimmed or extended until `head + body` is `target` tokens, where the tokenizer allows."""
         for _ in range(FIX_ROUNDS):
-            got = count_tokens(self.tokenizer, [" ".join(head + body)])[0]
             if got == target:
                 break
             if got > target:
-                body = body[: max(len(body) - (got - target), 1 if n else 0)]
+                body = body[: max(len(body) - (got - target), 1)]
             else:
-                body += self._draw(target - got)
-        return body if not head else head + body
+                body = body + self.rng.choices(self.words, k=target - got)
+            got = count_tokens(self.tokenizer, [" ".join(head + body)])[0]
+        return body, got
 
-    def make(self, input_tokens: int) -> str:
-        """A prompt of the shared prefix, then `input_tokens` more tokens (vLLM's random-prefix-len semantics)."""
-        return " ".join(self._fit(list(self.prefix), input_tokens))
+    def make(self, lengths: Sequence[int]) -> list[tuple[str, int]]:
+        """One prompt per length: the shared prefix, then that many tokens (vLLM's random-prefix-len semantics);
+        each with its length as the tokenizer counts it. Tokenized in one batch; only a prompt that came out
+        another length is corrected."""
+        bodies = [self.rng.choices(self.words, k=n) for n in lengths]
+        texts = [" ".join(self.prefix + body) for body in bodies]
+        out = []
+        for n, body, text, got in zip(lengths, bodies, texts, count_tokens(self.tokenizer, texts), strict=True):
+            target = self.prefix_count + n
+            if got != target:
+                body, got = self._fix(self.prefix, body, target, got)
+                text = " ".join(self.prefix + body)
+            out.append((text, got))
+        return out
 
     def prefix_text(self) -> str:
         return " ".join(self.prefix)

@@ -121,12 +121,11 @@ def _synthetic(
     spec: WorkloadSpec, rng: random.Random, tokenizer: Any, lengths: Lengths, output: Lengths | None
 ) -> list[PlannedRequest]:
     maker = PromptMaker(tokenizer, rng, spec.prefix_tokens)
-    plan = []
-    for i in range(spec.num_prompts):
-        n = lengths.sample(rng)
-        cap = output.sample(rng) if output else None
-        plan.append(PlannedRequest(i, maker.make(n), cap))
-    return _measured(plan, tokenizer)
+    drawn = [(lengths.sample(rng), output.sample(rng) if output else None) for _ in range(spec.num_prompts)]
+    prompts = maker.make([n for n, _ in drawn])
+    return [
+        PlannedRequest(i, text, cap, got) for i, ((_, cap), (text, got)) in enumerate(zip(drawn, prompts, strict=True))
+    ]
 
 
 def _from_dataset(
