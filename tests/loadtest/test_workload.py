@@ -3,11 +3,14 @@ replies' lengths as caps, the shared prefix, the seed, and the order Locust send
 
 from __future__ import annotations
 
+import random
 import statistics
 from pathlib import Path
 
 import pytest
 
+from llm_loadtest.lengths import parse_lengths
+from llm_loadtest.synthetic import PromptMaker
 from llm_loadtest.workload import (
     PlanCursor,
     PlannedRequest,
@@ -70,6 +73,20 @@ def test_shared_prefix_opens_every_prompt_and_adds_its_length(tiny_model, tokeni
     assert tokens(tokenizer, prefix) == 16
     assert all(26 - 1 <= tokens(tokenizer, p.prompt) <= 36 + 1 for p in plan)
     assert len({p.prompt.split()[16] for p in plan}) > 1  # after it, the prompts differ
+
+
+@pytest.mark.parametrize("lengths", ["17", "uniform:1:90", "normal:50:20"])
+@pytest.mark.parametrize("prefix", [0, 12])
+def test_each_prompt_is_its_drawn_length_within_one_token(tokenizer, lengths, prefix):
+    """Per request: the length drawn from the distribution against the prompt's tokens counted here."""
+    rng = random.Random(11)
+    drawn = [parse_lengths(lengths).sample(rng) for _ in range(150)]
+    maker = PromptMaker(tokenizer, random.Random(12), prefix)
+    made = maker.make(drawn)
+    assert tokens(tokenizer, maker.prefix_text()) == prefix if prefix else maker.prefix_text() == ""
+    for n, (text, counted) in zip(drawn, made, strict=True):
+        assert abs(tokens(tokenizer, text) - (prefix + n)) <= 1 and counted == tokens(tokenizer, text)
+        assert text.startswith(maker.prefix_text())
 
 
 def test_same_seed_same_plan_other_seed_another(tiny_model):
