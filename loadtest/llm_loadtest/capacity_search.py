@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, replace
 from llm_loadtest.capacity import CapacitySearch, CapacitySLO, Probe, TargetCapacity
 from llm_loadtest.client import Target
 from llm_loadtest.results import RunInfo
-from llm_loadtest.sweep import SweepConfig, run_sweep, settings
+from llm_loadtest.sweep import SweepConfig, prepare_workload, run_sweep, settings
 
 
 def bracket_and_bisect(passes: Callable[[int], bool], max_users: int) -> tuple[int, bool]:
@@ -83,6 +83,7 @@ def search_target(
 def run_capacity(cfg: CapacityConfig, progress: Callable[[str], None] = print) -> CapacitySearch:
     out = cfg.sweep.out
     out.mkdir(parents=True, exist_ok=True)
+    cfg = replace(cfg, sweep=prepare_workload(cfg.sweep))  # once: every probe sends the same plan
     run = RunInfo(
         {**settings(replace(cfg.sweep, users=[])), "capacity": {"slo": asdict(cfg.slo), "max_users": cfg.max_users}}
     )

@@ -26,6 +26,7 @@ from llm_loadtest.dialects import DIALECTS
 from llm_loadtest.metrics import SLO
 from llm_loadtest.prompts import PromptError, load_prompts
 from llm_loadtest.sweep import ARTICLE_USERS
+from llm_loadtest.workload import NUM_PROMPTS, WorkloadError, WorkloadSpec
 
 LOCAL_USERS = [1, 2, 4, 8, 16, 32]  # what two CPU cores and the tiny model answer in minutes
 TINY_MODEL = ".cache/models/tiny-llama"
@@ -115,10 +116,80 @@ def _add_load_flags(
         help="a user's first pause after a refused request, doubling up to 8s (default 500ms)",
     )
     p.add_argument("--prompts", help="default, same (the article's setup: one prompt every time) or a file")
+    _add_workload_flags(p, tokenizer=targets)
     p.add_argument("--processes", type=int, default=1, help="Locust processes generating the load (default 1)")
     if steps:
         p.add_argument("--slo-ttft", type=_duration, default=2.0, help="goodput SLO on TTFT (default 2s)")
         p.add_argument("--slo-itl", type=_duration, default=0.1, help="goodput SLO on ITL (default 100ms)")
+
+
+def _add_workload_flags(p: argparse.ArgumentParser, tokenizer: bool) -> None:
+    """The planned requests (workload.py). `tokenizer=False` (gpu-check): its own --tokenizer serves."""
+    g = p.add_argument_group(
+        "workload",
+        "Requests planned before the first step from a dataset or synthetic prompts, seeded: the same flags send the "
+        "same requests in the same order. Lengths: N, uniform:LO:HI or normal:MEAN:SD tokens.",
+    )
+    g.add_argument(
+        "--dataset",
+        metavar="FILE",
+        help="ShareGPT-format JSON/JSONL (first human turn as the prompt; the conversation up to its last human turn "
+        "when every target is openai-chat) or prompts one per line; sampled in a seeded shuffle",
+    )
+    if tokenizer:
+        g.add_argument(
+            "--tokenizer",
+            metavar="PATH_OR_ID",
+            help="the targets' tokenizer (a local path or a Hugging Face id) to measure prompts and make synthetic "
+            "ones; with --dataset, each request's cap is its reply's length in it",
+        )
+    g.add_argument("--input-tokens", metavar="LENGTHS", help="synthetic prompts of these lengths (needs --tokenizer)")
+    g.add_argument(
+        "--output-tokens",
+        metavar="LENGTHS",
+        help="each request's output-token cap, drawn per request; replaces --max-new-tokens (the steps are named by "
+        "the largest cap drawn)",
+    )
+    g.add_argument(
+        "--prefix-tokens",
+        type=int,
+        default=0,
+        help="a prefix of this many tokens shared by every synthetic prompt, before its --input-tokens (default 0)",
+    )
+    g.add_argument("--seed", type=int, default=0, help="seed of the plan: prompts, lengths, order (default 0)")
+    g.add_argument(
+        "--num-prompts",
+        type=int,
+        default=NUM_PROMPTS,
+        help=f"requests planned; a step sends them in order, cycled (default {NUM_PROMPTS})",
+    )
+    g.add_argument(
+        "--no-ignore-eos",
+        action="store_true",
+        help="do not send ignore_eos (sent by default to openai and openai-chat targets, so answers run to their "
+        "cap; TGI's API has no such parameter)",
+    )
+
+
+def _workload(args: argparse.Namespace) -> WorkloadSpec:
+    tokenizer = getattr(args, "tokenizer", None)
+    spec = WorkloadSpec(
+        dataset=args.dataset,
+        tokenizer=str(tokenizer) if tokenizer else None,
+        input_tokens=args.input_tokens,
+        output_tokens=args.output_tokens,
+        prefix_tokens=args.prefix_tokens,
+        seed=args.seed,
+        num_prompts=args.num_prompts,
+        prompts=args.prompts,
+    )
+    try:
+        spec.check()
+    except WorkloadError as exc:
+        sys.exit(f"llm-loadtest {args.command}: {exc}")
+    if spec.dataset and not Path(spec.dataset).is_file():
+        sys.exit(f"llm-loadtest {args.command}: --dataset {spec.dataset}: no such file")
+    return spec
 
 
 def _add_local_flags(p: argparse.ArgumentParser) -> None:
@@ -278,6 +349,8 @@ def _sweep_config(args: argparse.Namespace, targets: list[Target], out: Path):
         model=getattr(args, "model_name", None),
         slo=SLO(ttft_s=args.slo_ttft, itl_s=args.slo_itl),
         out=out,
+        workload=_workload(args),
+        ignore_eos=not args.no_ignore_eos,
     )
 
 

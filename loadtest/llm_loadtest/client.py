@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from llm_loadtest.dialects import DIALECTS, Dialect
 from llm_loadtest.http import Connection, DeadlineExceeded, HTTPError
 from llm_loadtest.records import RequestRecord, Status
+from llm_loadtest.workload import PlannedRequest
 
 MAX_ERROR_BODY = 2000
 
@@ -43,11 +44,20 @@ class Target:
 
 @dataclass(frozen=True)
 class RequestSpec:
+    """`max_new_tokens`: the step's cap, sent unless the planned request has a cap of its own."""
+
     prompt: str
     max_new_tokens: int
     timeout_s: float
     users: int = 0
     model: str | None = None
+    ignore_eos: bool = False  # sent where the dialect has it
+    planned: PlannedRequest | None = None
+
+    @property
+    def cap(self) -> int:
+        planned = self.planned.max_tokens if self.planned else None
+        return planned if planned is not None else self.max_new_tokens
 
 
 def stream_request(
@@ -63,7 +73,9 @@ def stream_request(
     start = time.time()
     t0 = time.perf_counter()
     arrivals: list[float] = []
-    state: dict = {"server_tokens": None, "finish_reason": None, "http_status": None}
+    state: dict = {"server_tokens": None, "finish_reason": None, "http_status": None, "prompt_tokens": None}
+    ignore_eos = spec.ignore_eos and dialect.honours_ignore_eos
+    planned = spec.planned
 
     def record(status: Status, error: str | None = None) -> RequestRecord:
         e2e = state["end"] if "end" in state else time.perf_counter() - t0
@@ -87,9 +99,15 @@ def stream_request(
             http_status=state["http_status"],
             error=error,
             gaps_s=[b - a for a, b in itertools.pairwise(arrivals)],
+            requested_tokens=spec.cap,
+            ignore_eos=ignore_eos,
+            input_tokens=planned.input_tokens if planned else None,
+            server_input_tokens=state["prompt_tokens"],
+            workload_index=planned.index if planned else None,
         )
 
-    body = dialect.body(spec.prompt, spec.max_new_tokens, spec.model)
+    messages = planned.messages if planned else None
+    body = dialect.body(spec.prompt, spec.cap, spec.model, messages=messages, ignore_eos=ignore_eos)
     headers = {"x-request-id": request_id, "Accept": "text/event-stream"}
     try:
         resp = conn.post_stream(dialect.path, body, headers, spec.timeout_s)
@@ -125,6 +143,8 @@ def stream_request(
                 arrivals.extend([now] * count)
                 if parsed.server_tokens is not None:
                     state["server_tokens"] = parsed.server_tokens
+                if parsed.prompt_tokens is not None:
+                    state["prompt_tokens"] = parsed.prompt_tokens
                 if parsed.finish_reason is not None:
                     state["finish_reason"] = parsed.finish_reason
                 if parsed.done and "end" not in state:

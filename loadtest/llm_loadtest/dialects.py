@@ -17,6 +17,7 @@ class Parsed:
     finish_reason: str | None = None
     server_tokens: int | None = None  # the server's count of generated tokens, so far or in all
     running_tokens: int | None = None  # on a token chunk: the server's count of tokens generated up to it
+    prompt_tokens: int | None = None  # the server's count of the prompt's tokens (OpenAI usage)
     error: str | None = None
 
 
@@ -25,8 +26,18 @@ class Dialect(Protocol):
     path: str
     # Does a chunk with a finish_reason end the answer, even if the stream then closes without its last event?
     finish_is_final: bool
+    # Can a request ask the server to generate past EOS, up to its cap (vLLM's ignore_eos)?
+    honours_ignore_eos: bool
 
-    def body(self, prompt: str, max_new_tokens: int, model: str | None) -> dict[str, Any]: ...
+    def body(
+        self,
+        prompt: str,
+        max_new_tokens: int,
+        model: str | None,
+        *,
+        messages: list[dict[str, str]] | None = None,
+        ignore_eos: bool = False,
+    ) -> dict[str, Any]: ...
 
     def parse(self, data: bytes) -> Parsed: ...
 
@@ -35,8 +46,17 @@ class TGI:
     name = "tgi"
     path = "/generate_stream"
     finish_is_final = False
+    honours_ignore_eos = False  # TGI's API has no such parameter (and fastapi-llama's TGI routes follow it)
 
-    def body(self, prompt: str, max_new_tokens: int, model: str | None) -> dict[str, Any]:
+    def body(
+        self,
+        prompt: str,
+        max_new_tokens: int,
+        model: str | None,
+        *,
+        messages: list[dict[str, str]] | None = None,
+        ignore_eos: bool = False,
+    ) -> dict[str, Any]:
         return {"inputs": prompt, "parameters": {"max_new_tokens": max_new_tokens, "details": True}}
 
     def parse(self, data: bytes) -> Parsed:
@@ -56,16 +76,25 @@ class OpenAI:
     name = "openai"
     path = "/v1/completions"
     finish_is_final = True
+    honours_ignore_eos = True  # vLLM's extension, honoured by vLLM and fastapi-llama; TGI has no such parameter
 
-    def prompt_fields(self, prompt: str) -> dict[str, Any]:
+    def prompt_fields(self, prompt: str, messages: list[dict[str, str]] | None) -> dict[str, Any]:
         return {"prompt": prompt}
 
     def counts_as_token(self, choice: dict[str, Any]) -> bool:
         return True
 
-    def body(self, prompt: str, max_new_tokens: int, model: str | None) -> dict[str, Any]:
+    def body(
+        self,
+        prompt: str,
+        max_new_tokens: int,
+        model: str | None,
+        *,
+        messages: list[dict[str, str]] | None = None,
+        ignore_eos: bool = False,
+    ) -> dict[str, Any]:
         body: dict[str, Any] = {
-            **self.prompt_fields(prompt),
+            **self.prompt_fields(prompt, messages),
             "max_tokens": max_new_tokens,
             "stream": True,
             # continuous_usage_stats (vLLM, fastapi-llama) puts the running token count on every chunk:
@@ -75,6 +104,8 @@ class OpenAI:
         }
         if model:
             body["model"] = model
+        if ignore_eos:
+            body["ignore_eos"] = True
         return body
 
     def parse(self, data: bytes) -> Parsed:
@@ -89,6 +120,7 @@ class OpenAI:
         usage = event.get("usage")
         if usage:
             parsed.server_tokens = usage.get("completion_tokens")
+            parsed.prompt_tokens = usage.get("prompt_tokens")
         if choices:
             # Without a running count, one chunk is one token (TGI sends one per token, even when its text is
             # empty); a server that merges tokens without the count then shows up as a mismatch with `usage`.
@@ -105,8 +137,8 @@ class OpenAIChat(OpenAI):
     name = "openai-chat"
     path = "/v1/chat/completions"
 
-    def prompt_fields(self, prompt: str) -> dict[str, Any]:
-        return {"messages": [{"role": "user", "content": prompt}]}
+    def prompt_fields(self, prompt: str, messages: list[dict[str, str]] | None) -> dict[str, Any]:
+        return {"messages": messages if messages is not None else [{"role": "user", "content": prompt}]}
 
     def counts_as_token(self, choice: dict[str, Any]) -> bool:
         # OpenAI and vLLM open the stream with a chunk that only names the role; it carries no token.

@@ -34,7 +34,7 @@ from llm_loadtest.processes import (
 )
 from llm_loadtest.reconcile import Prometheus, ReconcileError, reconcile_servers
 from llm_loadtest.report import write_report
-from llm_loadtest.sweep import SweepConfig, SweepError, run_sweep
+from llm_loadtest.sweep import SweepConfig, SweepError, prepare_workload, run_sweep
 
 RULES = Path(__file__).resolve().parents[2] / "prometheus" / "rules"
 SERVICE_MODES = ("naive", "static", "continuous")  # fastapi-llama's --batching
@@ -168,6 +168,7 @@ def bench(local: LocalConfig, sweep: SweepConfig) -> int:
             cfg = replace(
                 sweep, targets=targets, out=out, locust_args=[*sweep.locust_args, "--metrics-port", str(metrics_port)]
             )
+            cfg = prepare_workload(cfg)  # planned now, so the line below names the steps' caps
             print(
                 f"  sweep: {', '.join(t.name for t in targets)} x max_new_tokens {cfg.max_new_tokens} x "
                 f"users {cfg.users}",

@@ -23,11 +23,14 @@ from locust.runners import MasterRunner, WorkerRunner
 from llm_loadtest.client import RequestSpec, Target, stream_request
 from llm_loadtest.dialects import DIALECTS
 from llm_loadtest.http import Connection
+from llm_loadtest.locust_workload import add_workload_arguments, load_workload
 from llm_loadtest.records import RecordWriter, RequestRecord
+from llm_loadtest.workload import PlanCursor, WorkloadError
 
 log = logging.getLogger(__name__)
 RECORD_MESSAGE = "llm_record"
 STATE_KEY = "llm_loadtest"
+WORKLOAD_KEY = "llm_workload"
 MAX_RETRY_PAUSE_S = 8.0
 
 
@@ -70,6 +73,7 @@ def add_arguments(parser: Any) -> None:
         "the first token), doubling with each refusal in a row up to 8 s",
     )
     parser.add_argument("--model", default="", env_var="LOCUST_MODEL", help="Model name sent by the openai dialects")
+    add_workload_arguments(parser)
     parser.add_argument(
         "--target-name",
         default="",
@@ -148,12 +152,18 @@ class LLMUser(User):
         self.sent += 1
         host = (self.host or "").rstrip("/")
         target = Target(opts.target_name or host, host, opts.api)
+        workload: PlanCursor | None = getattr(self.environment, WORKLOAD_KEY, None)
+        if workload is not None and not workload.plan:
+            raise StopUser()
+        planned = workload.next() if workload is not None else None
         spec = RequestSpec(
-            self.prompts.next(),
+            planned.prompt if planned else self.prompts.next(),
             opts.max_new_tokens,
             opts.request_timeout,
             users=opts.num_users or 0,
             model=opts.model or None,
+            ignore_eos=not opts.no_ignore_eos,
+            planned=planned,
         )
         record = stream_request(self.connection, target, spec, on_cancel=self._finish)
         self._finish(record)
@@ -235,6 +245,18 @@ class MasterState:
 def install(event_hooks: Any = events) -> None:
     """Register the plugin on Locust's event hooks (call once, from the locustfile)."""
     event_hooks.init_command_line_parser.add_listener(add_arguments)
+
+    @event_hooks.test_start.add_listener
+    def _plan(environment: Environment, **_: Any) -> None:
+        if isinstance(environment.runner, MasterRunner):
+            return  # the workers plan for themselves, from the options the master sent them
+        try:
+            setattr(environment, WORKLOAD_KEY, load_workload(environment))
+        except WorkloadError as exc:
+            log.error("%s", exc)
+            setattr(environment, WORKLOAD_KEY, PlanCursor([]))  # users stop rather than send something else
+            if environment.runner is not None:
+                gevent.spawn(environment.runner.quit)
 
     @event_hooks.init.add_listener
     def _on_init(environment: Environment, **_: Any) -> None:

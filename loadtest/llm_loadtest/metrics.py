@@ -16,6 +16,10 @@ Locust's rounded ones).
 - Error rate: requests that failed (any status but ok and cancelled) ÷ all requests but cancelled ones.
   `cancelled` marks requests the load tester itself stopped (a step's hard stop, Ctrl-C): counted, not blamed.
 - Goodput: OK requests meeting the SLO (TTFT ≤ slo_ttft_s and ITL ≤ slo_itl_s) ÷ wall time.
+- Requested against received output tokens: each record keeps the cap it asked for (`requested_tokens`) beside
+  the tokens received; `ended_early` counts OK requests that received fewer (EOS, a stop sequence). Requests sent
+  with `ignore_eos` (openai dialects) run to their cap; TGI's API cannot ask it, so its answers may be shorter and
+  engines are compared on tokens received.
 - Achieved concurrency: the sum of e2e of all requests ÷ wall time (Little's law); peak concurrency: the most
   requests in flight at one moment. A peak below the users asked for, or (when users sent several requests each)
   a mean below it, means the load generator could not keep the concurrency.
@@ -107,6 +111,10 @@ class StepSummary:
     complete: bool = True
     disturbances: list[str] = field(default_factory=list)  # why the step's conditions were not those of the run
     notes: list[str] = field(default_factory=list)
+    requested_tokens: int = 0  # output tokens the OK requests asked for (their caps, summed)
+    ended_early: int = 0  # OK requests that received fewer tokens than they asked for
+    input_tokens_mean: float | None = None  # prompts' mean length in --tokenizer tokens, where measured
+    ignore_eos: bool = False  # every request of the step was sent with ignore_eos
 
     def ci(self, name: str) -> intervals.Interval | None:
         """The interval of a figure by its name without the unit (`ttft_p95`, `output_tok_s`), if it has one."""
@@ -221,6 +229,11 @@ def summarize(
         window_s=window[1] - window[0] if window else 0.0,
         tok_s_cv=float(np.std(rates) / np.mean(rates)) if rates and np.mean(rates) > 0 else None,
     )
+    summary.requested_tokens = sum(requested(r) for r in ok)
+    summary.ended_early = sum(1 for r in ok if r.output_tokens < requested(r))
+    inputs = [r.input_tokens for r in records if r.input_tokens is not None]
+    summary.input_tokens_mean = float(np.mean(inputs)) if inputs else None
+    summary.ignore_eos = bool(records) and all(r.ignore_eos for r in records)
     flag_loadgen(summary)
     if live:
         return summary
@@ -231,6 +244,11 @@ def summarize(
             setattr(summary, f"{name}_p{q}_ci_low", ci[0])
             setattr(summary, f"{name}_p{q}_ci_high", ci[1])
     return summary
+
+
+def requested(r: RequestRecord) -> int:
+    """The cap a request asked for; records written before `requested_tokens` asked for the step's."""
+    return r.requested_tokens if r.requested_tokens is not None else r.max_new_tokens
 
 
 def error_rate(records: Sequence[RequestRecord]) -> float:

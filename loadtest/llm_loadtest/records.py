@@ -18,6 +18,11 @@ Fields of `requests.jsonl` (one JSON object per line, written as each request fi
 | `finish_reason` | as the server reported it |
 | `http_status` | the response's status code (null when none arrived) |
 | `error` | the error message, for any status but `ok` |
+| `requested_tokens` | the output-token cap this request asked for (its own with a workload, else the step's) |
+| `ignore_eos` | the request asked to generate past EOS (never in the `tgi` dialect: TGI has no such parameter) |
+| `input_tokens` | the prompt's tokens in `--tokenizer`, without special tokens or chat template (null without it) |
+| `server_input_tokens` | the prompt's tokens as the server counted them (OpenAI `usage.prompt_tokens`) |
+| `workload_index` | the request's entry in the run's `workload.jsonl` (null without a workload) |
 
 Tokens received: one per TGI token event. In the OpenAI dialects, per chunk, the growth of the server's running
 `usage.completion_tokens` where it sends one (vLLM merges several tokens into a chunk when its API server lags
@@ -62,6 +67,11 @@ class RequestRecord:
     http_status: int | None = None
     error: str | None = None
     gaps_s: list[float] = field(default_factory=list)
+    requested_tokens: int | None = None
+    ignore_eos: bool = False
+    input_tokens: int | None = None
+    server_input_tokens: int | None = None
+    workload_index: int | None = None
 
     @property
     def ok(self) -> bool:

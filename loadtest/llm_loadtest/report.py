@@ -11,6 +11,7 @@ from llm_loadtest import intervals
 from llm_loadtest.admission import admission_markdown
 from llm_loadtest.capacity import capacity_markdown
 from llm_loadtest.metrics import STATUSES
+from llm_loadtest.output_lengths import lengths_markdown
 from llm_loadtest.reconcile import reconcile_markdown
 from llm_loadtest.results import Ratio, Results, load
 
@@ -160,7 +161,7 @@ def render_markdown(report: Results, charts: Sequence[str], directory: Path | No
             + " | ".join(str(s.errors[k]) for k in STATUSES if k != "ok")
             + f" | {s.goodput:.2f} | {', '.join(flags) or '-'} |"
         )
-    out += ["", *speedup_tables(report)]
+    out += ["", *speedup_tables(report), *lengths_markdown(report.summaries)]
     out += extra_sections(report, directory)
     return "\n".join(out) + "\n"
 

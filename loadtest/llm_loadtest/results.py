@@ -334,6 +334,11 @@ SUMMARY_FIELDS = [
     "wall_s",
     "complete",
     "disturbances",
+    "requested_tokens",
+    "output_tokens",
+    "ended_early",
+    "input_tokens_mean",
+    "ignore_eos",
 ]
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ from llm_loadtest.results import (
     write_summaries,
 )
 from llm_loadtest.trust import PROBE_REQUESTS, PROBE_TOKENS, Probe, append_probe, cpu_sample, others_cores, read_probes
+from llm_loadtest.workload import PLAN_FILE, WorkloadError, WorkloadSpec, build_plan, write_plan
 
 ARTICLE_USERS = (1, 5, 10, 25, 50, 100, 200, 300)  # the article's concurrency steps
 
@@ -59,6 +60,9 @@ class SweepConfig:
     host_extra: dict[str, Any] = field(default_factory=dict)  # facts the load tester cannot see, e.g. the GPU
     note: str | None = None  # what the run is, for the report's reader (gpu-check: random weights)
     budget_s: float | None = None  # steps not begun when this much time has passed are skipped, and said so
+    workload: WorkloadSpec = field(default_factory=WorkloadSpec)  # planned requests (workload.py), if active
+    ignore_eos: bool = True  # sent where the dialect has it, so answers run to their cap
+    workload_planned: bool = False  # workload.jsonl is written (a capacity search plans once for all its probes)
 
     @property
     def step_deadline_s(self) -> float:
@@ -133,6 +137,10 @@ def step_command(cfg: SweepConfig, target: Target, users: int, max_new_tokens: i
         args += ["--requests-per-user", str(per_user), "--max-requests", str(per_user * users)]
     elif cfg.requests_per_step:
         args += ["--max-requests", str(cfg.requests_per_step)]
+    if cfg.workload.active:
+        args += ["--workload", str(cfg.out / PLAN_FILE)]
+    if not cfg.ignore_eos:
+        args.append("--no-ignore-eos")
     args += cfg.locust_args
     if cfg.processes > 1:
         args += ["--processes", str(cfg.processes)]
@@ -165,6 +173,22 @@ def probe_round(cfg: SweepConfig, after_step: int, min_s: float = 0.5) -> None:
         append_probe(cfg.out / "probes.jsonl", Probe(name, after_step, time.time(), ttft, e2e, others))
 
 
+def prepare_workload(cfg: SweepConfig) -> SweepConfig:
+    """Plan the requests before the first step and write them to workload.jsonl, which every step's Locust sends.
+    Where every request has a cap of its own, the steps' `max_new_tokens` is the largest of them."""
+    if not cfg.workload.active or cfg.workload_planned:
+        return cfg
+    chat = bool(cfg.targets) and all(t.api == "openai-chat" for t in cfg.targets)
+    try:
+        plan = build_plan(cfg.workload, chat=chat)
+    except WorkloadError as exc:
+        raise SweepError(str(exc)) from None
+    write_plan(cfg.out / PLAN_FILE, plan)
+    caps = [p.max_tokens for p in plan]
+    steps = cfg.max_new_tokens if None in caps else [max(c for c in caps if c is not None)]
+    return replace(cfg, max_new_tokens=steps, workload_planned=True)
+
+
 def settings(cfg: SweepConfig) -> dict:
     """Every setting of the run, as saved in run.json."""
     return {**asdict(cfg), "out": str(cfg.out)}
@@ -176,6 +200,7 @@ def run_sweep(
     """`run`: the run this sweep is part of (a capacity search's probes), else one of its own."""
     cfg.out.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
+    cfg = prepare_workload(cfg)
     run = run or RunInfo(settings(cfg), host={**host_facts(), **cfg.host_extra})
     run.write(cfg.out)
     records_path, facts_path, log = cfg.out / "requests.jsonl", cfg.out / "steps.jsonl", cfg.out / "locust.log"

@@ -73,6 +73,26 @@ def test_chat_body_sends_the_prompt_as_one_user_message():
     assert CHAT.body("Hi", 32, model="llama") == expected
 
 
+def test_ignore_eos_is_sent_in_the_openai_dialects_only():
+    """vLLM's ignore_eos runs an answer to its cap; TGI's schema has no such parameter (its route would refuse it)."""
+    assert OPENAI.body("Hi", 32, None, ignore_eos=True)["ignore_eos"] is True
+    assert CHAT.body("Hi", 32, None, ignore_eos=True)["ignore_eos"] is True
+    assert "ignore_eos" not in OPENAI.body("Hi", 32, None)
+    assert TGI.body("Hi", 32, None, ignore_eos=True) == TGI.body("Hi", 32, None)
+    assert (OPENAI.honours_ignore_eos, CHAT.honours_ignore_eos, TGI.honours_ignore_eos) == (True, True, False)
+
+
+def test_chat_body_sends_a_conversation_whole():
+    turns = [
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": "Hello"},
+        {"role": "user", "content": "And?"},
+    ]
+    assert CHAT.body("Hi", 8, None, messages=turns)["messages"] == turns
+    # The completion dialects send the prompt: a conversation is for chat targets.
+    assert OPENAI.body("Hi", 8, None, messages=turns)["prompt"] == "Hi"
+
+
 def chat_chunk(delta: dict, finish_reason: str | None = None, usage: dict | None = None) -> dict:
     return {
         "id": "chatcmpl-1",
@@ -112,7 +132,7 @@ def test_chat_usage_done_and_errors_as_openai():
         "choices": [],
         "usage": {"prompt_tokens": 3, "total_tokens": 8, "completion_tokens": 5},
     }
-    assert CHAT.parse(event(final)) == Parsed(server_tokens=5)
+    assert CHAT.parse(event(final)) == Parsed(server_tokens=5, prompt_tokens=3)
     assert CHAT.parse(b"[DONE]") == Parsed(done=True)
     assert CHAT.parse(event({"error": "Model is overloaded", "error_type": "overloaded"})).error == (
         "Model is overloaded"
@@ -146,7 +166,7 @@ def test_openai_text_chunk_without_usage_is_one_token():
 def test_openai_chunk_with_running_usage():
     usage = {"prompt_tokens": 3, "total_tokens": 6, "completion_tokens": 3}
     parsed = OPENAI.parse(event(openai_chunk(usage=usage)))
-    assert parsed == Parsed(tokens=1, server_tokens=3, running_tokens=3)
+    assert parsed == Parsed(tokens=1, server_tokens=3, running_tokens=3, prompt_tokens=3)
 
 
 def test_openai_finish_reason_and_empty_reason():
@@ -156,7 +176,7 @@ def test_openai_finish_reason_and_empty_reason():
 
 def test_openai_usage_only_final_chunk():
     final = {"id": "cmpl-1", "choices": [], "usage": {"prompt_tokens": 3, "total_tokens": 8, "completion_tokens": 5}}
-    assert OPENAI.parse(event(final)) == Parsed(tokens=0, server_tokens=5, running_tokens=None)
+    assert OPENAI.parse(event(final)) == Parsed(tokens=0, server_tokens=5, running_tokens=None, prompt_tokens=3)
 
 
 @pytest.mark.parametrize("data", [b"[DONE]", b" [DONE]\n"])
