@@ -65,6 +65,12 @@ class ClientMetrics:
         )
         self.users = Gauge("llm_client_users", "Users (concurrent request loops) running", registry=registry)
         self.users.set_function(users)
+        # The load generator's own health: a lost worker's in-flight requests leave no record.
+        self.workers_lost = Counter(
+            "llm_loadtest_workers_lost",
+            "Locust workers the master marked missing (heartbeats stopped) while it ran",
+            registry=registry,
+        )
 
     def observe(self, r: RequestRecord) -> None:
         labels = {"target": r.target, "api": r.api, "max_new_tokens": str(r.max_new_tokens)}

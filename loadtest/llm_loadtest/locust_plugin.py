@@ -24,11 +24,12 @@ from llm_loadtest.client import RequestSpec, Target, stream_request
 from llm_loadtest.dialects import DIALECTS
 from llm_loadtest.http import Connection
 from llm_loadtest.locust_workload import add_workload_arguments, load_workload
-from llm_loadtest.records import RecordWriter, RequestRecord
+from llm_loadtest.records import WORKER_LOST_EXIT, RecordWriter, RequestRecord
 from llm_loadtest.workload import PlanCursor, WorkloadError
 
 log = logging.getLogger(__name__)
 RECORD_MESSAGE = "llm_record"
+WORKER_WATCH_S = 1.0
 STATE_KEY = "llm_loadtest"
 WORKLOAD_KEY = "llm_workload"
 MAX_RETRY_PAUSE_S = 8.0
@@ -225,6 +226,17 @@ class MasterState:
         self.live = LiveWindow()
         self.finished = 0
         self.max_requests = opts.max_requests
+        self.lost_workers: set[str] = set()
+
+    def worker_lost(self, worker_id: str) -> None:
+        """Once per worker that went missing: counted, logged, and the exit code says so (the sweep flags the
+        step: the worker's in-flight requests have no record)."""
+        if worker_id in self.lost_workers:
+            return
+        self.lost_workers.add(worker_id)
+        self.metrics.workers_lost.inc()
+        self.environment.process_exit_code = WORKER_LOST_EXIT
+        log.warning("Locust worker %s lost (no heartbeat): its requests in flight have no record", worker_id)
 
     def accept(self, record: RequestRecord) -> None:
         if self.writer is not None:
@@ -240,6 +252,14 @@ class MasterState:
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
+
+
+def watch_workers(runner: MasterRunner, state: MasterState) -> None:
+    """Locust marks a worker missing when its heartbeats stop (after about 3 s) but fires no event for it."""
+    while True:
+        gevent.sleep(WORKER_WATCH_S)
+        for worker in runner.clients.missing:
+            state.worker_lost(worker.id)
 
 
 def install(event_hooks: Any = events) -> None:
@@ -269,6 +289,7 @@ def install(event_hooks: Any = events) -> None:
             environment.runner.register_message(
                 RECORD_MESSAGE, lambda msg, **__: state.accept(RequestRecord.from_dict(msg.data))
             )
+            gevent.spawn(watch_workers, environment.runner, state)
         if environment.web_ui is not None:
             from llm_loadtest.webui import extend_web_ui
 

@@ -49,6 +49,11 @@ class Status(StrEnum):
     CANCELLED = "cancelled"
 
 
+# The Locust master's exit code when one of its workers was lost mid-run (locust_plugin.py; results.py flags the
+# step): Locust's own codes are 0, 1 (a request failed) and 2 (its errors).
+WORKER_LOST_EXIT = 3
+
+
 @dataclass
 class RequestRecord:
     request_id: str

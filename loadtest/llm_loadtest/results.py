@@ -28,7 +28,7 @@ from typing import Any
 
 from llm_loadtest import intervals, jsonl
 from llm_loadtest.metrics import SLO, STATUSES, StepSummary, measurement_window, slice_rates, summarize
-from llm_loadtest.records import RequestRecord, read_records
+from llm_loadtest.records import WORKER_LOST_EXIT, RequestRecord, read_records
 from llm_loadtest.trust import Probe, judge, read_probes
 
 # 1: summary.json was a bare list and per-step facts lived only in it; 2: no intervals, probes or trust
@@ -278,6 +278,9 @@ def _judge_complete(s: StepSummary, f: StepFacts | None, expected: bool) -> None
     elif f.exit_code == -1:
         s.complete = False
         s.notes.append(f"stopped at the step's deadline ({f.deadline_s:.0f}s)")
+    elif f.exit_code == WORKER_LOST_EXIT:
+        s.complete = False
+        s.notes.append("a Locust worker was lost during the step: its requests in flight have no record")
     elif f.exit_code not in (0, 1):  # Locust exits 1 when a request failed; other codes are its own failure
         s.complete = False
         s.notes.append(f"locust exited with {f.exit_code} (see locust.log)")

@@ -169,3 +169,25 @@ def test_requests_cut_by_the_load_testers_own_stop_are_recorded_as_cancelled(tmp
     assert all(1.5 <= r.e2e_s < 10 and r.output_tokens == 1 for r in records), [
         (r.e2e_s, r.output_tokens) for r in records
     ]
+
+
+def test_a_locust_worker_lost_mid_step_flags_the_step(tmp_path):
+    """One of the sweep's two Locust processes dies (SIGKILL): the master notices when its heartbeats stop, the
+    step is flagged (its requests in flight have no record) and what finished is kept."""
+    import psutil
+
+    with synthetic_server(ttft_ms=20, gap_ms=5, tokens=32) as url:
+        sweep = start_sweep(tmp_path, url, "--users", "4", "--duration", "10s", "--processes", "2")
+        try:
+            wait_for_records(tmp_path / "requests.jsonl", 10)
+            master = next(p for p in psutil.Process(sweep.pid).children() if "locust" in " ".join(p.cmdline()))
+            worker = master.children()[0]
+            worker.kill()
+            stdout, stderr = sweep.communicate(timeout=90)
+        finally:
+            stop(sweep)
+    assert sweep.returncode == 0, stdout + stderr
+    step = summaries(tmp_path)[4]
+    assert not step["complete"] and step["ok"] >= 10, step
+    assert any("Locust worker was lost" in n for n in step["notes"]), step["notes"]
+    assert "lost (no heartbeat)" in (tmp_path / "locust.log").read_text()

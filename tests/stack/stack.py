@@ -29,6 +29,9 @@ class Service:
 class Stack:
     def __init__(self, results: Path, base_tag: str) -> None:
         self.results = results
+        # What one test leaves for a later one on the same stack (tests run in file order).
+        self.seen_at: float | None = None
+        self.records_before_down: list[str] = []
         self.ports = {name: free_port() for name in ("FASTAPI_PORT", "TGI_PORT", "PROMETHEUS_PORT", "LOCUST_PORT")}
         self.env = {
             **os.environ,
@@ -60,6 +63,13 @@ class Stack:
             text=True,
             timeout=timeout,
         )
+
+    def compose_inspect(self, service: str, template: str) -> str:
+        """`docker inspect --format TEMPLATE` of the service's (first) container."""
+        container = self.compose("ps", "-q", service).stdout.split()[0]
+        return subprocess.run(
+            ["docker", "inspect", "--format", template, container], capture_output=True, text=True, check=True
+        ).stdout.strip()
 
     def services(self) -> list[Service]:
         out = self.compose("ps", "--all", "--format", "json").stdout

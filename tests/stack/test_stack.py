@@ -6,7 +6,10 @@ the records on the host, Prometheus's targets and rules, then `make down`."""
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
+import subprocess
 import time
 from pathlib import Path
 
@@ -15,7 +18,7 @@ import pytest
 import yaml
 
 from tests.stack.stack import RESULTS_UID, Stack
-from tests.support.servers import REPO
+from tests.support.servers import REPO, VENV_BIN
 
 UP_TIMEOUT_S = 600  # the first `make up` builds the kit's two images on the offline bases
 HEALTHY_TIMEOUT_S = 240  # the stand-ins' start_period (3m) plus a minute
@@ -129,6 +132,7 @@ def test_prometheus_has_every_target_up_and_the_rules_return_data(up: Stack, loa
     # Rules run every 5 s over 1 m windows: once the client's rate has data, every rule has had its evaluations.
     assert query(api, "llm:client_output_tokens:rate1m", wait_s=60)
     assert query(api, "llm:server_failures:rate1m", wait_s=30)
+    up.seen_at = time.time()  # a moment Prometheus has data for: after make down and up it must still have it
     empty = [name for name in recording_rules() if not query(api, name)]
     print(f"  recording rules with data: {len(recording_rules()) - len(empty)} of {len(recording_rules())}")
     assert not set(empty) - WITHOUT_DATA_HERE, empty
@@ -155,12 +159,107 @@ def query(api: str, expr: str, wait_s: float = 0) -> list:
         time.sleep(2)
 
 
+def sweep_command(url: str, out: Path, *args: str) -> list[str]:
+    return [str(VENV_BIN / "llm-loadtest"), "sweep", "--target", f"fastapi={url}", "--out", str(out), *args]
+
+
+def test_a_model_container_killed_mid_sweep_comes_back_and_the_sweep_goes_on(up: Stack, tmp_path: Path):
+    """The server's process dies (SIGKILL, as the OOM killer would) in the second step of a sweep from the host:
+    the restart policy brings the container back, the sweep marks that step incomplete, keeps every finished
+    record, and the next step runs complete."""
+    out = tmp_path / "sweep"
+    cmd = sweep_command(up.url("FASTAPI_PORT"), out, "--users", "1,2,3", "--duration", "12s", "--max-new-tokens", "16")
+    sweep = subprocess.Popen([*cmd, "--warmup", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 90
+        while not any(r["users"] == 2 and r["status"] == "ok" for r in records(out)):
+            assert time.monotonic() < deadline and sweep.poll() is None, sweep.communicate(timeout=10)
+            time.sleep(0.2)
+        pid = int(up.compose_inspect("fastapi_llama", "{{.State.Pid}}"))
+        restarts = int(up.compose_inspect("fastapi_llama", "{{.RestartCount}}"))
+        os.kill(pid, signal.SIGKILL)
+        stdout, stderr = sweep.communicate(timeout=240)
+    finally:
+        if sweep.poll() is None:
+            sweep.kill()
+    assert sweep.returncode == 0, stdout + stderr
+    assert int(up.compose_inspect("fastapi_llama", "{{.RestartCount}}")) == restarts + 1
+    steps = {s["users"]: s for s in json.loads((out / "summary.json").read_text())["steps"]}
+    hit, after = steps[2], steps[3]
+    print(
+        f"\nkilled in step 2: {hit['ok']} ok, {hit['errors']} kept, complete={hit['complete']}; step 3 ok {after['ok']}"
+    )
+    assert not hit["complete"] and hit["ok"] >= 1 and sum(hit["errors"].values()) >= 1
+    assert after["complete"] and after["ok"] > 0
+    assert len(records(out)) == sum(s["requests"] for s in steps.values())
+    assert "incomplete step" in (out / "report.md").read_text()
+
+
+def test_a_locust_worker_killed_mid_load_is_noticed_by_the_master(up: Stack):
+    """A worker container dies mid-load: the master marks it missing when its heartbeats stop and counts it
+    (llm_loadtest_workers_lost_total; a headless sweep's step is flagged incomplete, tests/loadtest/test_faults.py),
+    and the restart policy brings a worker back."""
+    swarm(up, TARGETS["fastapi"], users=2)
+    try:
+        container = up.compose("ps", "-q", "locust_worker").stdout.split()[0]
+        subprocess.run(["docker", "kill", container], check=True, capture_output=True)
+        deadline = time.monotonic() + 30
+        while (lost := workers_lost(up)) < 1:
+            assert time.monotonic() < deadline, up.compose("logs", "--no-color", "locust_master").stdout[-3000:]
+            time.sleep(1)
+    finally:
+        stop(up)
+    log = up.compose("logs", "--no-color", "locust_master").stdout
+    assert "lost (no heartbeat)" in log, log[-3000:]
+    deadline = time.monotonic() + 60
+    while len(ready := [w for w in up_workers(up) if w["state"] != "missing"]) < 2:
+        assert time.monotonic() < deadline, up_workers(up)
+        time.sleep(1)
+    print(f"\nworker killed: the master counted {lost:.0f} lost; {len(ready)} workers connected again")
+
+
+def workers_lost(up: Stack) -> float:
+    text = httpx.get(f"{up.url('LOCUST_PORT')}/metrics", timeout=10).text
+    found = re.search(r"^llm_loadtest_workers_lost_total (\S+)$", text, re.M)
+    return float(found.group(1)) if found else 0.0
+
+
+def up_workers(up: Stack) -> list[dict]:
+    return httpx.get(f"{up.url('LOCUST_PORT')}/stats/requests", timeout=10).json().get("workers", [])
+
+
 def test_make_down_leaves_no_container_or_network(up: Stack):
+    up.records_before_down = (up.results / "requests.jsonl").read_text().splitlines()
     run = up.make("down")
     assert run.returncode == 0, run.stderr
     left = up.leftovers()
     print(f"\nmake down: containers left {left['container']}, networks left {left['network']}")
     assert left == {"container": [], "network": []}
+
+
+def test_make_up_again_keeps_prometheus_data_and_appends_records(up: Stack):
+    run = up.make("up")
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    up.wait_healthy(HEALTHY_TIMEOUT_S)
+    api = f"{up.url('PROMETHEUS_PORT')}/api/v1"
+    before = httpx.get(
+        f"{api}/query", params={"query": "llm:client_output_tokens:rate1m", "time": up.seen_at}, timeout=10
+    ).json()["data"]["result"]
+    assert before, "Prometheus lost the data of the stack's first run (its volume)"
+    swarm(up, TARGETS["tgi"], users=2)
+    deadline = time.monotonic() + LOAD_TIMEOUT_S
+    while len(records(up.results)) < len(up.records_before_down) + 2:
+        assert time.monotonic() < deadline, up.logs()
+        time.sleep(1)
+    stop(up)
+    lines = (up.results / "requests.jsonl").read_text().splitlines()
+    print(
+        f"\nafter make down and up: Prometheus still has {len(before)} series at the first run's time; records "
+        f"{len(up.records_before_down)} -> {len(lines)}"
+    )
+    assert lines[: len(up.records_before_down)] == up.records_before_down  # appended, never overwritten
+    run = up.make("down")
+    assert run.returncode == 0, run.stderr
 
 
 @pytest.mark.parametrize("first, second", [("fastapi_llama", "tgi"), ("tgi", "fastapi_llama")])
