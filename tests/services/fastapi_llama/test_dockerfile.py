@@ -15,7 +15,9 @@ def _instructions() -> list[tuple[str, str]]:
 
 
 def test_base_image_has_cuda():
-    base = next(arg for op, arg in _instructions() if op == "FROM")
+    """The base is a build argument (the stack test builds on an offline one) whose default is a pinned CUDA image."""
+    assert next(arg for op, arg in _instructions() if op == "FROM") == "${BASE_IMAGE}"
+    base = next(arg for op, arg in _instructions() if op == "ARG" and arg.startswith("BASE_IMAGE="))
     assert "cuda" in base and ":" in base and "latest" not in base
 
 
