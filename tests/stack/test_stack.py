@@ -71,9 +71,9 @@ def swarm(up: Stack, host: str, users: int = 4) -> None:
     assert reply.status_code == 200 and reply.json().get("success"), reply.text
 
 
-def stop(up: Stack) -> None:
+def stop(up: Stack, timeout: float = 30) -> None:
     httpx.post(f"{up.url('LOCUST_PORT')}/stop", timeout=10)
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + timeout
     while httpx.get(f"{up.url('LOCUST_PORT')}/stats/requests", timeout=10).json()["state"] not in ("stopped", "ready"):
         assert time.monotonic() < deadline, "Locust did not stop"
         time.sleep(0.5)
@@ -209,7 +209,8 @@ def test_a_locust_worker_killed_mid_load_is_noticed_by_the_master(up: Stack):
             assert time.monotonic() < deadline, up.compose("logs", "--no-color", "locust_master").stdout[-3000:]
             time.sleep(1)
     finally:
-        stop(up)
+        # The master's stop waits for every worker's acknowledgement; it drops a missing one after 60 s more.
+        stop(up, timeout=90)
     log = up.compose("logs", "--no-color", "locust_master").stdout
     assert "lost (no heartbeat)" in log, log[-3000:]
     deadline = time.monotonic() + 60
