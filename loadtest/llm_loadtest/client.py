@@ -48,6 +48,30 @@ class RequestSpec:
     timeout_s: float
     users: int = 0
     model: str | None = None
+    due: float | None = None  # open loop: epoch seconds when the request is due
+    rate: float | None = None  # open loop: the step's arrival rate, requests/s
+
+
+def not_sent(target: Target, spec: RequestSpec, reason: str) -> RequestRecord:
+    """The record of an open-loop arrival that was due and never sent, so that none is skipped silently."""
+    return RequestRecord(
+        request_id=uuid.uuid4().hex,
+        target=target.name,
+        api=target.api,
+        users=spec.users,
+        max_new_tokens=spec.max_new_tokens,
+        status=Status.NOT_SENT.value,
+        start=time.time(),
+        ttft_s=None,
+        e2e_s=0.0,
+        itl_s=None,
+        output_tokens=0,
+        server_tokens=None,
+        finish_reason=None,
+        error=reason,
+        due=spec.due,
+        rate=spec.rate,
+    )
 
 
 def stream_request(
@@ -87,6 +111,8 @@ def stream_request(
             http_status=state["http_status"],
             error=error,
             gaps_s=[b - a for a, b in itertools.pairwise(arrivals)],
+            due=spec.due,
+            rate=spec.rate,
         )
 
     body = dialect.body(spec.prompt, spec.max_new_tokens, spec.model)

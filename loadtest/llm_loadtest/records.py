@@ -6,9 +6,12 @@ Fields of `requests.jsonl` (one JSON object per line, written as each request fi
 | --- | --- |
 | `request_id` | sent as the `x-request-id` header |
 | `target`, `api` | the target's name and dialect (`tgi`, `openai` or `openai-chat`) |
-| `users`, `max_new_tokens` | the step this request belongs to (concurrency, token cap) |
-| `status` | `ok`, `http_error`, `stream_error`, `timeout`, `connection_error`, `not_event_stream`, `cancelled` |
-| `start` | epoch seconds when the request was sent |
+| `users`, `max_new_tokens`, `rate` | the step this request belongs to: concurrency (0 in open loop), token cap, and
+  arrival rate in requests/s (null in closed loop) |
+| `status` | `ok`, `http_error`, `stream_error`, `timeout`, `connection_error`, `not_event_stream`, `cancelled`; in open
+  loop also `not_sent`: an arrival that was due but not sent (the in-flight bound reached, or the step ended first) |
+| `due` | epoch seconds when the request was due in open loop (null in closed loop, where it is sent when ready) |
+| `start` | epoch seconds when the request was sent (a `not_sent` arrival: when it was given up) |
 | `ttft_s` | seconds from sending to the first token event (null without one) |
 | `e2e_s` | seconds from sending to the end of the response (or the failure) |
 | `itl_s` | mean inter-token latency: (e2e - ttft) / (output_tokens - 1); null below 2 tokens |
@@ -42,6 +45,7 @@ class Status(StrEnum):
     CONNECTION_ERROR = "connection_error"
     NOT_EVENT_STREAM = "not_event_stream"  # a 200 whose body is something else: an HTML page from a proxy, a wrong URL
     CANCELLED = "cancelled"
+    NOT_SENT = "not_sent"  # open loop: an arrival that was due and never sent; no request, so no figure but its count
 
 
 @dataclass
@@ -62,10 +66,32 @@ class RequestRecord:
     http_status: int | None = None
     error: str | None = None
     gaps_s: list[float] = field(default_factory=list)
+    due: float | None = None
+    rate: float | None = None
 
     @property
     def ok(self) -> bool:
         return self.status == Status.OK
+
+    @property
+    def sent(self) -> bool:
+        return self.status != Status.NOT_SENT
+
+    @property
+    def send_lag_s(self) -> float | None:
+        """Open loop: how long after its due time the request went out (the generator's own delay)."""
+        return None if self.due is None or not self.sent else self.start - self.due
+
+    @property
+    def ttft_from_due_s(self) -> float | None:
+        """TTFT as a user arriving at the due time saw it: the send lag included."""
+        lag = self.send_lag_s
+        return None if lag is None or self.ttft_s is None else lag + self.ttft_s
+
+    @property
+    def e2e_from_due_s(self) -> float | None:
+        lag = self.send_lag_s
+        return None if lag is None else lag + self.e2e_s
 
     @property
     def refused(self) -> bool:
@@ -89,6 +115,14 @@ class RequestRecord:
     def from_dict(cls, data: dict[str, Any]) -> RequestRecord:
         known = {f for f in cls.__dataclass_fields__}
         return cls(**{k: v for k, v in data.items() if k in known})
+
+
+StepKey = tuple[str, int, int, float | None]  # target, users, max_new_tokens, rate
+
+
+def step_key(x: Any) -> StepKey:
+    """The step of a record, a summary or a step's facts: closed-loop steps differ by users, open-loop ones by rate."""
+    return (x.target, x.users, x.max_new_tokens, x.rate)
 
 
 # The sweep's own requests (warm-ups, calibration probes): in no step, yet the servers count them (reconcile.py).
