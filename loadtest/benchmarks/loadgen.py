@@ -51,12 +51,13 @@ def closed_loop(url: str, a: argparse.Namespace, truth, work: Path) -> None:
     for users in [int(u) for u in a.users.split(",") if u]:
         args = ["-u", str(users), "-r", str(users), "-t", f"{a.seconds}s", "--max-new-tokens", str(a.tokens)]
         records, cpu = run_step(url, f"u{users}", args, a.seconds, work)
-        ok = [r for r in records if r.ok and r.request_id in truth()]
+        sent = truth()
+        ok = [r for r in records if r.ok and r.request_id in sent]
         if not ok:
             print(f"{users:>6}  no successful requests")
             continue
         s = step_summary(ok, users, a.tokens, None)
-        p50, p95 = np.percentile(ttft_error_ms(ok, truth()), [50, 95])
+        p50, p95 = np.percentile(ttft_error_ms(ok, sent), [50, 95])
         print(
             f"{users:>6}{s.output_tok_s:>10.0f}{p50:>12.2f}ms{p95:>7.2f}ms{(s.itl_p50_s or 0) * 1000:>8.2f}ms"
             f"{cpu:>11.0%}",
@@ -77,13 +78,13 @@ def open_loop(url: str, a: argparse.Namespace, truth, work: Path) -> None:
         args = ["-u", "1", "-t", f"{a.seconds + 60}s", "--max-new-tokens", str(a.tokens)]  # ends once answered
         args += ["--arrival-rate", f"{rate:g}", "--arrival", a.arrival, "--arrival-duration", str(a.seconds)]
         records, cpu = run_step(url, f"r{rate:g}", args, a.seconds, work)
-        sent = [r for r in records if r.sent]
-        ok = [r for r in sent if r.ok and r.request_id in truth()]
+        sent = truth()
+        ok = [r for r in records if r.ok and r.request_id in sent]
         if not ok:
             print(f"{rate:>6g}  no successful requests")
             continue
         s = step_summary(records, 0, a.tokens, rate)
-        err = np.percentile(ttft_error_ms(ok, truth()), 50)
+        err = np.percentile(ttft_error_ms(ok, sent), 50)
         lag = [1000 * (v or 0) for v in (s.send_lag_p50_s, s.send_lag_p99_s, s.send_lag_max_s)]
         off = abs((s.achieved_rate or 0) / (s.scheduled_rate or 1) - 1)
         print(

@@ -15,6 +15,7 @@ import argparse
 import functools
 import logging
 import random
+import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,8 @@ DONE_MESSAGE = "llm_arrivals_done"  # a worker's generator: its arrivals are ove
 STATE_KEY = "llm_loadtest"
 GENERATOR_KEY = "llm_open_loop_user"  # the user running this process's open-loop generator
 ARRIVAL_PROCESSES = "llm_arrival_processes"  # an option the master sets: the processes sharing the rate
+ARRIVAL_START = "llm_arrival_start"  # and the epoch second their schedules start from
+START_MARGIN_S = 0.5  # from the master's start to its workers' first arrivals: the spawn messages' way there
 MAX_RETRY_PAUSE_S = 8.0
 
 
@@ -193,10 +196,11 @@ class LLMUser(User):
             self.open_loop = self._open_loop(opts)
 
     def _open_loop(self, opts: argparse.Namespace) -> OpenLoop:
-        index, processes = 0, 1
+        index, processes, start = 0, 1, None
         if isinstance(self.environment.runner, WorkerRunner):
             index = max(0, self.environment.runner.worker_index)
             processes = max(getattr(opts, ARRIVAL_PROCESSES, 1), index + 1)
+            start = getattr(opts, ARRIVAL_START, None)
         host = (self.host or "").rstrip("/")
         target = Target(opts.target_name or host, host, opts.api)
         schedule = Schedule(opts.arrival_rate, opts.arrival, opts.seed, index, processes)
@@ -213,7 +217,8 @@ class LLMUser(User):
 
         bound = split(opts.max_inflight, processes)
         done = functools.partial(arrivals_done, self.environment)
-        return OpenLoop(schedule, target, spec, self._finish, bound, opts.arrival_duration or None, done)
+        duration = opts.arrival_duration or None
+        return OpenLoop(schedule, target, spec, self._finish, bound, duration, done, start)
 
     def on_stop(self) -> None:
         if self.open_loop is not None:
@@ -346,12 +351,14 @@ class MasterState:
 
 
 def _share_rate(environment: Environment, state: MasterState) -> None:
-    """As a test starts: the processes that will share the arrival rate (the workers connected, or this one).
-    Custom options travel to the workers in each spawn message, so each runs its generator at rate / this."""
+    """As a test starts: the processes that will share the arrival rate (the workers connected, or this one), and
+    when their schedules start. Custom options travel to the workers in each spawn message, so each runs its
+    generator at rate / processes, from one moment (a constant rate's generators then interleave exactly)."""
     runner = environment.runner
     workers = 1
     if isinstance(runner, MasterRunner):
         workers = len(runner.clients.ready + runner.clients.running + runner.clients.spawning)
+        setattr(_options(environment), ARRIVAL_START, time.time() + START_MARGIN_S)
     setattr(_options(environment), ARRIVAL_PROCESSES, max(1, workers))
     state.generators_done = 0
 

@@ -36,10 +36,12 @@ class OpenLoop:
         max_inflight: int,
         duration_s: float | None = None,
         on_done: Callable[[], None] | None = None,
+        start: float | None = None,
     ) -> None:
         """`spec(due)`: the request due then; `finish`: where every record goes (sent or not); `duration_s`: no
         arrival after this many seconds (None: until the run stops); `on_done`: called once the arrivals are over
-        and answered."""
+        and answered; `start`: the epoch second the schedule starts from, shared by the processes of a distributed
+        run so that their schedules interleave (None, or more than a second past: now)."""
         self.schedule, self.target, self.spec, self.finish = schedule, target, spec, finish
         self.max_inflight = max_inflight
         self.end = float("inf") if duration_s is None else duration_s
@@ -49,6 +51,8 @@ class OpenLoop:
         self.idle: list[Connection] = []  # keep-alive connections of finished requests, reused by the next ones
         # One moment on both clocks: due times are kept on the monotonic clock and recorded as epoch seconds.
         self.t0, self.t0_epoch = time.perf_counter(), time.time()
+        if start is not None and start > self.t0_epoch - 1.0:
+            self.t0, self.t0_epoch = self.t0 + (start - self.t0_epoch), start
 
     def _next(self) -> float:
         """The monotonic time of the next arrival; infinite once the arrivals are over."""

@@ -15,6 +15,7 @@ from llm_loadtest.metrics import LATE_AFTER_S, summarize
 from llm_loadtest.records import RequestRecord, Status
 from llm_loadtest.report import render_markdown
 from llm_loadtest.results import Results
+from llm_loadtest.trust import judge
 from tests.support.records import rec
 
 
@@ -125,3 +126,13 @@ def test_report_shows_open_loop_steps_beside_the_closed_loop_at_the_same_through
     cells = [c.strip() for c in row.split("|")[1:-1]]
     assert cells[7] == f"{open_s.e2e_from_due_p50_s:.3f}" and cells[9] == f"{closed_step.e2e_p50_s:.3f} (1 users)"
     assert float(cells[7]) > 2 * float(cells[9].split()[0])
+
+
+def test_an_open_loop_steps_dispersion_is_its_arrivals_not_a_disturbance():
+    """Trust's dispersion check judges closed-loop steps: open-loop throughput varies with its (Poisson) arrivals."""
+    closed = summarize([rec(), rec()], target="t", api="tgi", users=2, max_new_tokens=16, wall_s=10.0)
+    opened = open_step([arrival(k, 0.001) for k in range(10)])
+    for s in (closed, opened):
+        s.window_s, s.tok_s_cv = 10.0, 0.9
+    judge([closed, opened], [])
+    assert closed.disturbances and not opened.disturbances

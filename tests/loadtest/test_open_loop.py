@@ -109,8 +109,9 @@ def test_the_in_flight_bound_and_locust_env_variables(tmp_path):
 
 
 def test_locust_processes_share_the_rate(tmp_path):
-    """--processes 2: each worker runs a generator at half the rate, so 40 requests/s for 3 s are 120 arrivals in
-    all (constant: exactly), not 120 per process; the run ends once both workers' arrivals are answered."""
+    """--processes 2: each worker runs a generator at half the rate, from one start the master sets, so 40
+    requests/s for 3 s are 120 arrivals in all (constant: exactly, evenly interleaved), not 120 per process; the
+    run ends once both workers' arrivals are answered."""
     records_path = tmp_path / "r.jsonl"
     with synthetic_server(ttft_ms=5, gap_ms=1, tokens=4) as url:
         run = run_locust(
@@ -122,8 +123,7 @@ def test_locust_processes_share_the_rate(tmp_path):
     assert run.returncode == 0, run.stderr[-2000:]
     records, bad = read_records(records_path)
     assert bad == 0 and len(records) == 120 and all(r.ok for r in records), Counter(r.status for r in records)
-    s = open_step(records, 40.0)
-    assert s.scheduled_rate == pytest.approx(40, rel=0.03)
+    assert np.allclose(np.diff(sorted(r.due for r in records)), 1 / 40, atol=1e-5)
 
 
 def test_the_web_ui_form_starts_an_open_loop_run(tmp_path):
@@ -230,3 +230,30 @@ def test_past_capacity_latency_from_due_grows_where_the_closed_loop_stays(tmp_pa
     assert [r["rate"] for r in rows] == ["", "20.0", "60.0", "90.0"]
     settings = json.loads((out / "run.json").read_text())["settings"]
     assert (settings["rates"], settings["arrival"], settings["seed"]) == ([20, 60, 90], "poisson", 0)
+
+
+def test_capacity_search_finds_the_rate_in_requests_per_s(tmp_path):
+    """`llm-loadtest capacity --rates`: after the users' search, open-loop probes from the lowest rate up until one
+    misses the SLO on TTFT from the due time; against the server that queues past ~42 requests/s, 10/s holds and
+    60/s does not."""
+    out = tmp_path / "capacity"
+    with synthetic_server(ttft_ms=20, gap_ms=5, tokens=16, extra=["--max-num-seqs", "4"]) as url:
+        run = cli(
+            *("capacity", "--target", f"syn={url}", "--max-new-tokens", "16", "--max-users", "1"),
+            *("--rates", "10,60,90", "--duration", "2s", "--warmup", "1", "--slo-ttft-p95", "300ms"),
+            *("--out", str(out)),
+            timeout=240,
+        )
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "probe syn max_new_tokens=16 rate=10/s:" in run.stdout and "rate=90/s" not in run.stdout  # stops at 60
+    assert "capacity syn max_new_tokens=16: at least 1 concurrent requests, 10 requests/s" in run.stdout
+    [found] = json.loads((out / "capacity.json").read_text())["targets"]
+    assert (found["capacity_rate"], found["rate_at_max"]) == (10, False)
+    assert [(p["users"], p["rate"], p["passed"]) for p in found["probes"]] == [
+        (1, None, True),
+        (0, 10, True),
+        (0, 60, False),
+    ]
+    assert found["probes"][-1]["reasons"][0].startswith("TTFT p95 from due")
+    report = (out / "report.md").read_text()
+    assert "| syn | 16 | 60 requests/s |" in report and "| 16 | 10 |" in report
