@@ -6,11 +6,10 @@ Fields of `requests.jsonl` (one JSON object per line, written as each request fi
 | --- | --- |
 | `request_id` | sent as the `x-request-id` header |
 | `target`, `api` | the target's name and dialect (`tgi`, `openai` or `openai-chat`) |
-| `users`, `max_new_tokens`, `rate` | the step this request belongs to: concurrency (0 in open loop), token cap, and
-  arrival rate in requests/s (null in closed loop) |
-| `status` | `ok`, `http_error`, `stream_error`, `timeout`, `connection_error`, `not_event_stream`, `cancelled`; in open
-  loop also `not_sent`: an arrival that was due but not sent (the in-flight bound reached, or the step ended first) |
-| `due` | epoch seconds when the request was due in open loop (null in closed loop, where it is sent when ready) |
+| `users`, `max_new_tokens` | the step this request belongs to (concurrency, 0 in open loop; token cap) |
+| `rate` | open loop: the step's arrival rate, requests/s (null in closed loop) |
+| `status` | `ok`, `http_error`, `stream_error`, `timeout`, `connection_error`, `not_event_stream`, `cancelled` |
+| `due` | open loop: epoch seconds when the request was due (null in closed loop, where it is sent when ready) |
 | `start` | epoch seconds when the request was sent (a `not_sent` arrival: when it was given up) |
 | `ttft_s` | seconds from sending to the first token event (null without one) |
 | `e2e_s` | seconds from sending to the end of the response (or the failure) |
@@ -21,6 +20,9 @@ Fields of `requests.jsonl` (one JSON object per line, written as each request fi
 | `finish_reason` | as the server reported it |
 | `http_status` | the response's status code (null when none arrived) |
 | `error` | the error message, for any status but `ok` |
+
+In open loop, status `not_sent` too: an arrival that was due and never sent (the in-flight bound reached, or the
+step ended before a late generator reached it), its reason in `error`.
 
 Tokens received: one per TGI token event. In the OpenAI dialects, per chunk, the growth of the server's running
 `usage.completion_tokens` where it sends one (vLLM merges several tokens into a chunk when its API server lags
