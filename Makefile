@@ -102,7 +102,7 @@ bench-serving: install tiny-model ## Serving benchmark: naive vs static vs conti
 bench-soak: install tiny-model ## Soak: 300 streams x 256 tokens per service mode; statuses, memory, health after
 	$(LOCAL_ENV) $(PY) services/fastapi_llama/benchmarks/soak.py --model-id $(TINY_MODEL) $(BENCH_SOAK_ARGS)
 
-bench-loadgen: install ## Load-generator capacity: streamed tok/s of one Locust process with TTFT error < 2 ms
+bench-loadgen: install ## Load-generator capacity: closed-loop tok/s with TTFT error < 2 ms, open-loop requests/s with send lag p99 < 2 ms
 	$(PY) loadtest/benchmarks/loadgen.py $(BENCH_LOADGEN_ARGS)
 
 live: install tiny-model $(VLLM_IF_ASKED) ## Local services, Prometheus and the Locust web UI, left running; Ctrl-C stops all

@@ -3,7 +3,8 @@
 Users double from 1 until a probe misses the SLO (or `max_users` is reached), then bisection between the last pass
 and the first miss finds the exact count. Each probe is one closed-loop step run by the sweep itself (run_sweep), so
 its records, step facts and summaries land in the results directory like any sweep's; `capacity.json` is written
-again after each probe, so an interrupted search keeps what it found.
+again after each probe, so an interrupted search keeps what it found. With rates, open-loop probes follow, from the
+lowest rate up until one misses: the highest that holds is the capacity in requests/s.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from dataclasses import asdict, dataclass, replace
 
 from llm_loadtest.capacity import CapacitySearch, CapacitySLO, Probe, TargetCapacity
 from llm_loadtest.client import Target
+from llm_loadtest.records import step_key
 from llm_loadtest.results import RunInfo
 from llm_loadtest.sweep import SweepConfig, prepare_workload, run_sweep, settings
 
@@ -38,7 +40,7 @@ def bracket_and_bisect(passes: Callable[[int], bool], max_users: int) -> tuple[i
 
 @dataclass(frozen=True)
 class CapacityConfig:
-    sweep: SweepConfig  # the load of each probe; its `users` are ignored
+    sweep: SweepConfig  # the load of each probe; its `users` are ignored, its `rates` probed after the users
     slo: CapacitySLO
     max_users: int = 256
 
@@ -49,8 +51,9 @@ def probe_line(target: str, cap: int, p: Probe) -> str:
 
     verdict = "holds" if p.passed else "misses (" + "; ".join(p.reasons) + ")"
     limited = "  [load generator limited]" if p.loadgen_bottleneck else ""
+    load, ttft = (f"users={p.users}", "TTFT p95") if p.rate is None else (f"rate={p.rate:g}/s", "TTFT p95 from due")
     return (
-        f"probe {target} max_new_tokens={cap} users={p.users}: {p.requests} requests, TTFT p95 {ms(p.ttft_p95_s)}, "
+        f"probe {target} max_new_tokens={cap} {load}: {p.requests} requests, {ttft} {ms(p.ttft_p95_s)}, "
         f"ITL p95 {ms(p.itl_p95_s)}, errors {p.error_rate:.1%}: SLO {verdict}{limited}"
     )
 
@@ -66,18 +69,28 @@ def search_target(
 ) -> None:
     """Fill `found` with the probes and the capacity of `target` at `cap`, saving after each probe."""
 
-    def passes(users: int) -> bool:
-        step = replace(cfg.sweep, targets=[target], users=[users], max_new_tokens=[cap])
+    def probe(users: int, rate: float | None = None) -> bool:
+        rates = [] if rate is None else [rate]
+        step = replace(cfg.sweep, targets=[target], users=[] if rates else [users], rates=rates, max_new_tokens=[cap])
         summaries = run_sweep(step, progress=lambda _: None, run=run)
-        s = next(s for s in summaries if (s.target, s.users, s.max_new_tokens) == (target.name, users, cap))
-        probe = Probe.of(s, cfg.slo)
-        found.probes.append(probe)
+        s = next(s for s in summaries if step_key(s) == (target.name, users, cap, rate))
+        p = Probe.of(s, cfg.slo)
+        found.probes.append(p)
         save()
-        progress(probe_line(target.name, cap, probe))
-        return probe.passed
+        progress(probe_line(target.name, cap, p))
+        return p.passed
 
-    found.capacity_users, found.at_max_users = bracket_and_bisect(passes, cfg.max_users)
+    found.capacity_users, found.at_max_users = bracket_and_bisect(probe, cfg.max_users)
     save()
+    if cfg.sweep.rates:
+        found.capacity_rate, found.rate_at_max = 0.0, False
+        for rate in sorted(cfg.sweep.rates):
+            if not probe(0, rate):
+                break
+            found.capacity_rate = rate
+        else:
+            found.rate_at_max = True
+        save()
 
 
 def run_capacity(cfg: CapacityConfig, progress: Callable[[str], None] = print) -> CapacitySearch:
@@ -95,8 +108,11 @@ def run_capacity(cfg: CapacityConfig, progress: Callable[[str], None] = print) -
             search.targets.append(found)
             search_target(cfg, target, cap, run, found, lambda: search.write(out), progress)
             bound = "at least " if found.at_max_users else ""
+            rate = ""
+            if found.capacity_rate is not None:
+                rate = f", {'at least ' if found.rate_at_max else ''}{found.capacity_rate:g} requests/s"
             progress(
-                f"capacity {target.name} max_new_tokens={cap}: {bound}{found.capacity_users} concurrent requests "
-                f"({cfg.slo.describe()})"
+                f"capacity {target.name} max_new_tokens={cap}: {bound}{found.capacity_users} concurrent requests"
+                f"{rate} ({cfg.slo.describe()})"
             )
     return search

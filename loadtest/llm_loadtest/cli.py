@@ -1,6 +1,7 @@
 """`llm-loadtest`: load LLM servers and report what they sustain.
 
-  sweep      targets x max-new-tokens x concurrency, headless, with Locust; writes a results directory
+  sweep      targets x max-new-tokens x concurrency or request rate, headless, with Locust; writes a results
+             directory
   capacity   per target, search the most concurrent requests that meet an SLO; writes a results directory
   report     render report.md and charts again from a results directory (no load)
   bench      local mode end to end: start the services on a model, Prometheus, the sweep and the report
@@ -21,6 +22,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from llm_loadtest import __version__
+from llm_loadtest.arrivals import DEFAULT_MAX_INFLIGHT, PROCESSES
 from llm_loadtest.client import Target
 from llm_loadtest.dialects import DIALECTS
 from llm_loadtest.metrics import SLO
@@ -39,6 +41,16 @@ def _int_list(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"{text!r}: expected comma-separated integers, e.g. 1,5,10") from None
     if not values or any(v < 1 for v in values):
         raise argparse.ArgumentTypeError(f"{text!r}: expected positive integers, e.g. 1,5,10")
+    return values
+
+
+def _float_list(text: str) -> list[float]:
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected comma-separated numbers, e.g. 2,4,8.5") from None
+    if not values or any(not v > 0 for v in values):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected positive numbers (requests/s), e.g. 2,4,8.5")
     return values
 
 
@@ -85,6 +97,12 @@ def _add_load_flags(
         p.add_argument("--api", choices=sorted(DIALECTS), default="tgi", help="default dialect of the targets")
     if steps:
         p.add_argument("--users", type=_int_list, help="concurrency steps, e.g. 1,5,10")
+        _add_open_loop_flags(
+            p,
+            "open-loop steps, requests/s, e.g. 2,4,8: requests sent at their due times whatever the responses, "
+            "after any --users steps (given alone, no --users steps run); each lasts --duration, or --requests ÷ "
+            "rate, or 30s",
+        )
     p.add_argument("--max-new-tokens", type=_int_list, help="token caps, e.g. 128,256")
     p.add_argument("--duration", type=_duration, default=None, help="per step, e.g. 20s")
     p.add_argument("--requests", type=int, default=None, help="per step: stop after this many requests")
@@ -192,6 +210,23 @@ def _workload(args: argparse.Namespace) -> WorkloadSpec:
     return spec
 
 
+def _add_open_loop_flags(p: argparse.ArgumentParser, rates_help: str) -> None:
+    p.add_argument("--rates", type=_float_list, default=[], help=rates_help)
+    p.add_argument(
+        "--arrival",
+        choices=PROCESSES,
+        default="poisson",
+        help="open loop: arrivals every 1/rate (constant) or with exponential gaps (poisson, the default)",
+    )
+    p.add_argument(
+        "--max-inflight",
+        type=int,
+        default=DEFAULT_MAX_INFLIGHT,
+        help="open loop: an arrival due while this many requests are in flight is not sent, and counted "
+        f"(default {DEFAULT_MAX_INFLIGHT})",
+    )
+
+
 def _add_local_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=TINY_MODEL, help=f"model path or Hugging Face id to serve (default {TINY_MODEL})")
     p.add_argument(
@@ -212,11 +247,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     sweep = sub.add_parser(
         "sweep",
-        help="targets x max-new-tokens x concurrency, headless, with Locust",
-        description="Load running servers step by step and write a results directory (then report.md).",
+        help="targets x max-new-tokens x concurrency or request rate, headless, with Locust",
+        description="Load running servers step by step and write a results directory (then report.md). Steps are "
+        "closed loop (--users: N users each sending one request after another; the article's 1..300 by default) "
+        "and open loop (--rates: requests sent at a rate whatever the responses).",
     )
     _add_load_flags(sweep, target_required=True)
-    sweep.set_defaults(users=list(ARTICLE_USERS), max_new_tokens=[128], prompts="default")
+    sweep.set_defaults(max_new_tokens=[128], prompts="default")
     sweep.add_argument("--model", default=None, help="model name sent to openai targets")
     sweep.add_argument("--out", type=Path, required=True, help="results directory (requests.jsonl, summaries)")
     sweep.add_argument("--no-report", action="store_true", help="do not render report.md at the end")
@@ -299,6 +336,11 @@ def _add_capacity_parser(sub: argparse._SubParsersAction) -> None:
         "request count says otherwise); its records land in --out like a sweep's, the answer in capacity.json.",
     )
     _add_load_flags(capacity, target_required=True, steps=False)
+    _add_open_loop_flags(
+        capacity,
+        "open-loop probes after the users' search, requests/s, e.g. 2,4,8: tried from the lowest up until one "
+        "misses the SLO (on TTFT from the due time, every arrival sent); the highest that holds is capacity_rate",
+    )
     capacity.set_defaults(max_new_tokens=[128], prompts="default")
     capacity.add_argument("--slo-ttft-p95", type=_duration, default=2.0, help="SLO: TTFT p95 at most (default 2s)")
     capacity.add_argument("--slo-itl-p95", type=_duration, default=0.1, help="SLO: ITL p95 at most (default 100ms)")
@@ -330,11 +372,18 @@ def _sweep_config(args: argparse.Namespace, targets: list[Target], out: Path):
         sys.exit(f"llm-loadtest {args.command}: {exc}")
     if args.processes < 1 or (args.requests is not None and args.requests < 1):
         sys.exit(f"llm-loadtest {args.command}: --processes and --requests must be at least 1")
+    rates = getattr(args, "rates", [])
+    if rates and getattr(args, "max_inflight", 1) < 1:
+        sys.exit(f"llm-loadtest {args.command}: --max-inflight must be at least 1")
     by_count = args.requests or args.requests_per_user
     duration = args.duration if args.duration is not None else (None if by_count else 30.0)
     return SweepConfig(
         targets=targets,
         users=args.users,
+        rates=rates,
+        arrival=getattr(args, "arrival", "poisson"),
+        seed=getattr(args, "seed", 0),
+        max_inflight=getattr(args, "max_inflight", DEFAULT_MAX_INFLIGHT),
         max_new_tokens=args.max_new_tokens,
         duration_s=duration,
         requests_per_step=args.requests,
@@ -371,6 +420,8 @@ def cmd_sweep(args: argparse.Namespace) -> None:
     from llm_loadtest.sweep import SweepError, run_sweep
 
     args.model_name = args.model
+    if args.users is None:
+        args.users = [] if args.rates else list(ARTICLE_USERS)
     cfg = _sweep_config(args, _targets(args, "sweep"), args.out)
     try:
         run_sweep(cfg)
@@ -428,7 +479,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
 
     targets = _targets(args, "bench")
     if args.users is None:
-        args.users = list(ARTICLE_USERS) if targets else LOCAL_USERS
+        args.users = [] if args.rates else list(ARTICLE_USERS) if targets else LOCAL_USERS
     if args.duration is None and args.requests is None and args.requests_per_user is None:
         if targets:
             args.duration = 60.0  # servers that are already running: the article's sustained load

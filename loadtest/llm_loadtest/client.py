@@ -59,6 +59,31 @@ class RequestSpec:
         planned = self.planned.max_tokens if self.planned else None
         return planned if planned is not None else self.max_new_tokens
 
+    due: float | None = None  # open loop: epoch seconds when the request is due
+    rate: float | None = None  # open loop: the step's arrival rate, requests/s
+
+
+def not_sent(target: Target, spec: RequestSpec, reason: str) -> RequestRecord:
+    """The record of an open-loop arrival that was due and never sent, so that none is skipped silently."""
+    return RequestRecord(
+        request_id=uuid.uuid4().hex,
+        target=target.name,
+        api=target.api,
+        users=spec.users,
+        max_new_tokens=spec.max_new_tokens,
+        status=Status.NOT_SENT.value,
+        start=time.time(),
+        ttft_s=None,
+        e2e_s=0.0,
+        itl_s=None,
+        output_tokens=0,
+        server_tokens=None,
+        finish_reason=None,
+        error=reason,
+        due=spec.due,
+        rate=spec.rate,
+    )
+
 
 def stream_request(
     conn: Connection,
@@ -104,6 +129,8 @@ def stream_request(
             input_tokens=planned.input_tokens if planned else None,
             server_input_tokens=state["prompt_tokens"],
             workload_index=planned.index if planned else None,
+            due=spec.due,
+            rate=spec.rate,
         )
 
     messages = planned.messages if planned else None

@@ -40,8 +40,16 @@ class LiveWindow:
             by_target.setdefault(r.target, []).append(r)
         rows = []
         for target, recs in sorted(by_target.items()):
+            rate = recs[-1].rate
             s = summarize(
-                recs, target=target, api=recs[0].api, users=0, max_new_tokens=0, wall_s=self.window_s, live=True
+                [r for r in recs if r.rate == rate],  # a rate changed from the web UI: the latest run's
+                target=target,
+                api=recs[0].api,
+                users=0,
+                max_new_tokens=0,
+                wall_s=self.window_s,
+                live=True,
+                rate=rate,
             )
             rows.append(
                 {
@@ -51,8 +59,11 @@ class LiveWindow:
                     "ttft_p95_ms": _ms(s.ttft_p95_s),
                     "itl_p50_ms": _ms(s.itl_p50_s),
                     "itl_p95_ms": _ms(s.itl_p95_s),
+                    "ttft_from_due_p95_ms": _ms(s.ttft_from_due_p95_s),
+                    "send_lag_p99_ms": _ms(s.send_lag_p99_s),
                     "ok": str(s.ok),
                     **{k: str(v) for k, v in s.errors.items()},
+                    "not_sent": str(s.not_sent),
                 }
             )
         return rows

@@ -157,7 +157,7 @@ def bench(local: LocalConfig, sweep: SweepConfig) -> int:
     try:
         with interruptible(group):
             targets = list(local.targets) or start_engines(
-                group, list(local.engines), local.model, max(sweep.users), local.engine_args
+                group, list(local.engines), local.model, max(sweep.users, default=1), local.engine_args
             )
             metrics_port = free_port()
             loadtest_metrics = f"127.0.0.1:{metrics_port}"
@@ -171,7 +171,7 @@ def bench(local: LocalConfig, sweep: SweepConfig) -> int:
             cfg = prepare_workload(cfg)  # planned now, so the line below names the steps' caps
             print(
                 f"  sweep: {', '.join(t.name for t in targets)} x max_new_tokens {cfg.max_new_tokens} x "
-                f"users {cfg.users}",
+                f"users {cfg.users}" + (f", rates {cfg.rates} requests/s" if cfg.rates else ""),
                 flush=True,
             )
             run_sweep(cfg)

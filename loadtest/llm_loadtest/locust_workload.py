@@ -46,7 +46,9 @@ def add_workload_arguments(parser: Any) -> None:
         env_var="LOCUST_PREFIX_TOKENS",
         help="A prefix of this many tokens shared by every synthetic prompt, before its --input-tokens",
     )
-    parser.add_argument("--seed", type=int, default=0, env_var="LOCUST_SEED", help="Seed of the request plan")
+    parser.add_argument(
+        "--seed", type=int, default=0, env_var="LOCUST_SEED", help="Seed of the request plan and of Poisson arrivals"
+    )
     parser.add_argument(
         "--num-prompts",
         type=int,

@@ -23,6 +23,15 @@ Locust's rounded ones).
 - Achieved concurrency: the sum of e2e of all requests ÷ wall time (Little's law); peak concurrency: the most
   requests in flight at one moment. A peak below the users asked for, or (when users sent several requests each)
   a mean below it, means the load generator could not keep the concurrency.
+
+Open loop (a step at a request rate, records with a `due` time):
+- Send lag: sent − due, per request; p50, p99 and max per step. Late: requests sent more than LATE_AFTER_S after
+  their due time. Not sent: arrivals recorded as `not_sent` (the in-flight bound reached, or the step ended first).
+- TTFT and e2e from due: the send lag plus TTFT or e2e — what a user arriving at the due time saw.
+- Scheduled rate: (arrivals − 1) ÷ (last due − first due), every arrival, sent or not; achieved rate: (sent − 1) ÷
+  (last send − first send). The scheduled rate differs from the target by the arrival process's own noise (Poisson:
+  a relative sd of 1/sqrt(N) over N arrivals); the achieved rate against the scheduled one is the generator's error.
+- Throughput's window: from the first due time to the last.
 """
 
 from __future__ import annotations
@@ -37,7 +46,9 @@ import numpy as np
 from llm_loadtest import intervals
 from llm_loadtest.records import RequestRecord, Status
 
-STATUSES = [s.value for s in Status]
+STATUSES = [s.value for s in Status if s != Status.NOT_SENT]  # what a sent request can end with
+LATE_AFTER_S = 0.010  # an open-loop request sent later than this after its due time is late
+LATE_SHARE = 0.01  # a step with more late requests than this share describes the generator, not the server
 SLICES = 10  # a step's window is cut into this many slices: the samples of its throughput's interval and dispersion
 
 
@@ -115,6 +126,26 @@ class StepSummary:
     ended_early: int = 0  # OK requests that received fewer tokens than they asked for
     input_tokens_mean: float | None = None  # prompts' mean length in --tokenizer tokens, where measured
     ignore_eos: bool = False  # every request of the step was sent with ignore_eos
+    # Open loop (null or 0 in closed loop): the step's arrival rate, what was scheduled and sent, and latency as
+    # an arriving user saw it.
+    rate: float | None = None
+    scheduled_rate: float | None = None
+    achieved_rate: float | None = None
+    not_sent: int = 0
+    late: int = 0
+    send_lag_p50_s: float | None = None
+    send_lag_p99_s: float | None = None
+    send_lag_max_s: float | None = None
+    ttft_from_due_p50_s: float | None = None
+    ttft_from_due_p95_s: float | None = None
+    ttft_from_due_p99_s: float | None = None
+    e2e_from_due_p50_s: float | None = None
+    e2e_from_due_p95_s: float | None = None
+    e2e_from_due_p99_s: float | None = None
+
+    @property
+    def open_loop(self) -> bool:
+        return self.rate is not None
 
     def ci(self, name: str) -> intervals.Interval | None:
         """The interval of a figure by its name without the unit (`ttft_p95`, `output_tok_s`), if it has one."""
@@ -136,7 +167,12 @@ def token_times(r: RequestRecord) -> np.ndarray:
 def measurement_window(records: Sequence[RequestRecord], users: int) -> tuple[float, float] | None:
     """From the moment the in-flight level first reaches the step's plateau to the moment it last falls from it:
     the ramp before, the drain after are left out. The plateau is the level held longest (ties: the highest), at
-    most the users asked for: a refusal that lasts a millisecond does not make one. None without records."""
+    most the users asked for: a refusal that lasts a millisecond does not make one. None without records.
+    Open loop has no plateau to wait for: its window runs from the first due time to the last."""
+    dues = [r.due for r in records if r.due is not None]
+    if dues:
+        return (min(dues), max(dues)) if max(dues) > min(dues) else None
+    records = [r for r in records if r.sent]
     if not records:
         return None
     edges = sorted([(r.start, 1) for r in records] + [(r.start + r.e2e_s, -1) for r in records])
@@ -182,9 +218,12 @@ def summarize(
     slo: SLO = SLO(),
     loadgen_cpu: float | None = None,
     live: bool = False,
+    rate: float | None = None,
 ) -> StepSummary:
     """`live`: recent requests of a sliding window, not a step: throughput over `wall_s`, no intervals (their
-    resampling would take the Locust master's CPU)."""
+    resampling would take the Locust master's CPU). `rate`: an open-loop step's arrival rate."""
+    arrivals = records
+    records = [r for r in arrivals if r.sent]
     ok = [r for r in records if r.ok]
     statuses = Counter(r.status for r in records)
     ttft = [r.ttft_s for r in ok if r.ttft_s is not None]
@@ -193,7 +232,7 @@ def summarize(
     tokens = sum(r.output_tokens for r in ok)
     per_user = [r.output_tokens / r.e2e_s for r in ok if r.e2e_s > 0]
     wall = max(wall_s, 1e-9)
-    window = None if live else measurement_window(records, users)
+    window = None if live else measurement_window(arrivals, users)
     rates = slice_rates(records, window)
     tok_s = float(np.mean(rates)) if rates else tokens / wall
     concurrency = sum(r.e2e_s for r in records) / wall
@@ -234,6 +273,8 @@ def summarize(
     inputs = [r.input_tokens for r in records if r.input_tokens is not None]
     summary.input_tokens_mean = float(np.mean(inputs)) if inputs else None
     summary.ignore_eos = bool(records) and all(r.ignore_eos for r in records)
+    if rate is not None:
+        open_loop_figures(summary, arrivals, rate)
     flag_loadgen(summary)
     if live:
         return summary
@@ -251,12 +292,37 @@ def requested(r: RequestRecord) -> int:
     return r.requested_tokens if r.requested_tokens is not None else r.max_new_tokens
 
 
+def _rate(times: Sequence[float]) -> float | None:
+    """Events per second over their own span: (n − 1) ÷ (last − first), exact for evenly spaced ones."""
+    return (len(times) - 1) / (max(times) - min(times)) if len(times) >= 2 and max(times) > min(times) else None
+
+
+def open_loop_figures(s: StepSummary, arrivals: Sequence[RequestRecord], rate: float) -> None:
+    """An open-loop step's figures: rates, send lag, late and not-sent arrivals, latency from the due time."""
+    sent = [r for r in arrivals if r.sent]
+    lags = [r.send_lag_s for r in sent if r.send_lag_s is not None]
+    s.rate = rate
+    s.scheduled_rate = _rate([r.due for r in arrivals if r.due is not None])
+    s.achieved_rate = _rate([r.start for r in sent])
+    s.not_sent = len(arrivals) - len(sent)
+    s.late = sum(1 for lag in lags if lag > LATE_AFTER_S)
+    s.send_lag_p50_s, s.send_lag_p99_s = percentile(lags, 50), percentile(lags, 99)
+    s.send_lag_max_s = max(lags) if lags else None
+    ok = [r for r in sent if r.ok]
+    ttft = [r.ttft_from_due_s for r in ok if r.ttft_from_due_s is not None]
+    e2e = [r.e2e_from_due_s for r in ok if r.e2e_from_due_s is not None]
+    for q in (50, 95, 99):
+        setattr(s, f"ttft_from_due_p{q}_s", percentile(ttft, q))
+        setattr(s, f"e2e_from_due_p{q}_s", percentile(e2e, q))
+
+
 def error_rate(records: Sequence[RequestRecord]) -> float:
-    judged = [r for r in records if r.status != Status.CANCELLED]
+    judged = [r for r in records if r.status not in (Status.CANCELLED, Status.NOT_SENT)]
     return sum(1 for r in judged if not r.ok) / len(judged) if judged else 0.0
 
 
 def peak_in_flight(records: Sequence[RequestRecord]) -> int:
+    records = [r for r in records if r.sent]
     edges = sorted(
         [(r.start, 1) for r in records] + [(r.start + r.e2e_s, -1) for r in records], key=lambda e: (e[0], e[1])
     )
@@ -272,6 +338,11 @@ def flag_loadgen(s: StepSummary, cpu_limit: float = 0.9, concurrency_floor: floa
     if s.loadgen_cpu is not None and s.loadgen_cpu >= cpu_limit:
         s.loadgen_bottleneck = True
         s.notes.append(f"load generator CPU at {s.loadgen_cpu:.0%} of a core per process")
+    if s.late > LATE_SHARE * max(1, s.requests):
+        s.loadgen_bottleneck = True
+        s.notes.append(f"{s.late} of {s.requests} requests sent more than {LATE_AFTER_S * 1000:g} ms after due")
+    if s.not_sent:
+        s.notes.append(f"{s.not_sent} arrivals not sent")
     if not (s.users and s.requests):
         return
     if s.refused:  # users that were turned away pause before retrying: the server, not the generator, set the level

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from llm_loadtest.records import OWN_REQUESTS_FILE, RequestRecord, Status, read_records
+from llm_loadtest.records import OWN_REQUESTS_FILE, RequestRecord, Status, StepKey, read_records, step_key
 
 RECONCILE_FILE = "reconcile.jsonl"
 COUNT_TOLERANCE = 0.0  # requests and tokens are counted on both sides: they must agree exactly
@@ -61,7 +61,7 @@ class Figure:
 def _arrived(rs: Sequence[RequestRecord]) -> float:
     """Requests that reached the server: all but connection errors without an HTTP answer (refused connections);
     the server counts every other one on arrival, 429s included."""
-    return float(sum(not (r.status == Status.CONNECTION_ERROR and r.http_status is None) for r in rs))
+    return float(sum(r.sent and not (r.status == Status.CONNECTION_ERROR and r.http_status is None) for r in rs))
 
 
 TGI = (
@@ -123,6 +123,7 @@ class Comparison:
     start: float
     end: float
     own_requests: int = 0  # the sweep's warm-ups and probes between the bounding scrapes, taken off the server's
+    rate: float | None = None  # an open-loop step's request rate (users 0)
 
 
 @dataclass(frozen=True)
@@ -133,16 +134,17 @@ class StepWindow:
     start: float
     end: float
     records: list[RequestRecord]
+    rate: float | None = None
 
 
 def step_windows(records: Sequence[RequestRecord]) -> list[StepWindow]:
     """Per step, in the order the steps ran: first request sent to last one finished."""
-    by: dict[tuple[str, int, int], list[RequestRecord]] = {}
+    by: dict[StepKey, list[RequestRecord]] = {}
     for r in records:
-        by.setdefault((r.target, r.users, r.max_new_tokens), []).append(r)
+        by.setdefault(step_key(r), []).append(r)
     windows = [
-        StepWindow(t, u, m, min(r.start for r in rs), max(r.start + r.e2e_s for r in rs), rs)
-        for (t, u, m), rs in by.items()
+        StepWindow(t, u, m, min(r.start for r in rs), max(r.start + r.e2e_s for r in rs), rs, rate)
+        for (t, u, m, rate), rs in by.items()
     ]
     return sorted(windows, key=lambda w: w.start)
 
@@ -294,6 +296,7 @@ def compare(
         w.start,
         w.end,
         own_requests,
+        w.rate,
     )
 
 
@@ -398,9 +401,9 @@ def reconcile_markdown(directory: Path | None) -> list[str]:
     if not comparisons:
         return []
     names = list(dict.fromkeys(c.figure for c in comparisons))
-    steps: dict[tuple[str, int, int], dict[str, Comparison]] = {}
+    steps: dict[tuple[str, int, int, float], dict[str, Comparison]] = {}
     for c in comparisons:
-        steps.setdefault((c.target, c.max_new_tokens, c.users), {})[c.figure] = c
+        steps.setdefault((c.target, c.max_new_tokens, c.users, c.rate or 0.0), {})[c.figure] = c
     flagged = [c for c in comparisons if c.flagged]
     out = [
         "## Client against server",
@@ -411,10 +414,11 @@ def reconcile_markdown(directory: Path | None) -> list[str]:
         f"server's scrapes is not judged. **{len(flagged)} of {len(comparisons)} figures differ beyond that**"
         + (": " + ", ".join(sorted({f"{c.target} {c.figure}" for c in flagged})) + "." if flagged else "."),
         "",
-        "| target | max_new_tokens | users | " + " | ".join(names) + " |",
+        "| target | max_new_tokens | load | " + " | ".join(names) + " |",
         "|---" * (3 + len(names)) + "|",
     ]
-    for (target, cap, users), by in sorted(steps.items()):
+    for (target, cap, users, rate), by in sorted(steps.items()):
         cells = [_cell(by[n]) if n in by else "-" for n in names]
-        out.append(f"| {target} | {cap} | {users} | " + " | ".join(cells) + " |")
+        load = f"{rate:g} requests/s" if rate else str(users)
+        out.append(f"| {target} | {cap} | {load} | " + " | ".join(cells) + " |")
     return [*out, ""]

@@ -6,9 +6,11 @@ Fields of `requests.jsonl` (one JSON object per line, written as each request fi
 | --- | --- |
 | `request_id` | sent as the `x-request-id` header |
 | `target`, `api` | the target's name and dialect (`tgi`, `openai` or `openai-chat`) |
-| `users`, `max_new_tokens` | the step this request belongs to (concurrency, token cap) |
+| `users`, `max_new_tokens` | the step this request belongs to (concurrency, 0 in open loop; token cap) |
+| `rate` | open loop: the step's arrival rate, requests/s (null in closed loop) |
 | `status` | `ok`, `http_error`, `stream_error`, `timeout`, `connection_error`, `not_event_stream`, `cancelled` |
-| `start` | epoch seconds when the request was sent |
+| `due` | open loop: epoch seconds when the request was due (null in closed loop, where it is sent when ready) |
+| `start` | epoch seconds when the request was sent (a `not_sent` arrival: when it was given up) |
 | `ttft_s` | seconds from sending to the first token event (null without one) |
 | `e2e_s` | seconds from sending to the end of the response (or the failure) |
 | `itl_s` | mean inter-token latency: (e2e - ttft) / (output_tokens - 1); null below 2 tokens |
@@ -23,6 +25,9 @@ Fields of `requests.jsonl` (one JSON object per line, written as each request fi
 | `input_tokens` | the prompt's tokens in `--tokenizer`, without special tokens or chat template (null without it) |
 | `server_input_tokens` | the prompt's tokens as the server counted them (OpenAI `usage.prompt_tokens`) |
 | `workload_index` | the request's entry in the run's `workload.jsonl` (null without a workload) |
+
+In open loop, status `not_sent` too: an arrival that was due and never sent (the in-flight bound reached, or the
+step ended before a late generator reached it), its reason in `error`.
 
 Tokens received: one per TGI token event. In the OpenAI dialects, per chunk, the growth of the server's running
 `usage.completion_tokens` where it sends one (vLLM merges several tokens into a chunk when its API server lags
@@ -47,6 +52,7 @@ class Status(StrEnum):
     CONNECTION_ERROR = "connection_error"
     NOT_EVENT_STREAM = "not_event_stream"  # a 200 whose body is something else: an HTML page from a proxy, a wrong URL
     CANCELLED = "cancelled"
+    NOT_SENT = "not_sent"  # open loop: an arrival that was due and never sent; no request, so no figure but its count
 
 
 # The Locust master's exit code when one of its workers was lost mid-run (locust_plugin.py; results.py flags the
@@ -77,10 +83,32 @@ class RequestRecord:
     input_tokens: int | None = None
     server_input_tokens: int | None = None
     workload_index: int | None = None
+    due: float | None = None
+    rate: float | None = None
 
     @property
     def ok(self) -> bool:
         return self.status == Status.OK
+
+    @property
+    def sent(self) -> bool:
+        return self.status != Status.NOT_SENT
+
+    @property
+    def send_lag_s(self) -> float | None:
+        """Open loop: how long after its due time the request went out (the generator's own delay)."""
+        return None if self.due is None or not self.sent else self.start - self.due
+
+    @property
+    def ttft_from_due_s(self) -> float | None:
+        """TTFT as a user arriving at the due time saw it: the send lag included."""
+        lag = self.send_lag_s
+        return None if lag is None or self.ttft_s is None else lag + self.ttft_s
+
+    @property
+    def e2e_from_due_s(self) -> float | None:
+        lag = self.send_lag_s
+        return None if lag is None else lag + self.e2e_s
 
     @property
     def refused(self) -> bool:
@@ -104,6 +132,14 @@ class RequestRecord:
     def from_dict(cls, data: dict[str, Any]) -> RequestRecord:
         known = {f for f in cls.__dataclass_fields__}
         return cls(**{k: v for k, v in data.items() if k in known})
+
+
+StepKey = tuple[str, int, int, float | None]  # target, users, max_new_tokens, rate
+
+
+def step_key(x: Any) -> StepKey:
+    """The step of a record, a summary or a step's facts: closed-loop steps differ by users, open-loop ones by rate."""
+    return (x.target, x.users, x.max_new_tokens, x.rate)
 
 
 # The sweep's own requests (warm-ups, calibration probes): in no step, yet the servers count them (reconcile.py).

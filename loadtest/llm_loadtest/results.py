@@ -28,12 +28,13 @@ from typing import Any
 
 from llm_loadtest import intervals, jsonl
 from llm_loadtest.metrics import SLO, STATUSES, StepSummary, measurement_window, slice_rates, summarize
-from llm_loadtest.records import WORKER_LOST_EXIT, RequestRecord, read_records
+from llm_loadtest.records import WORKER_LOST_EXIT, RequestRecord, StepKey, read_records, step_key
 from llm_loadtest.trust import Probe, judge, read_probes
 
-# 1: summary.json was a bare list and per-step facts lived only in it; 2: no intervals, probes or trust
-SCHEMA_VERSION = 3
-StepKey = tuple[str, int, int]  # target, users, max_new_tokens
+# 1: summary.json was a bare list and per-step facts lived only in it; 2: no intervals, probes or trust; 3: no
+# open-loop steps (records without `due` and `rate`: closed loop, which version 4 reads the same)
+SCHEMA_VERSION = 4
+READABLE_SCHEMAS = (3, 4)
 
 
 @dataclass(frozen=True)
@@ -48,10 +49,11 @@ class StepFacts:
     deadline_s: float
     loadgen_cpu: float | None  # CPU of the Locust processes, a share of one core per process
     others_cpu: float | None = None  # cores taken by processes outside the kit and its targets (trust.py)
+    rate: float | None = None  # open loop: the step's arrival rate (users: 0)
 
     @property
     def key(self) -> StepKey:
-        return (self.target, self.users, self.max_new_tokens)
+        return step_key(self)
 
 
 def append_facts(path: Path, facts: StepFacts) -> None:
@@ -117,10 +119,10 @@ class RunInfo:
                 raise ValueError(f"{directory}: written by an older llm-loadtest (no run.json); run the sweep again")
             return None
         data = json.loads(path.read_text())
-        if data.get("schema_version") != SCHEMA_VERSION:
+        if data.get("schema_version") not in READABLE_SCHEMAS:
             raise ValueError(
                 f"{directory}: results schema {data.get('schema_version')}, this llm-loadtest reads "
-                f"{SCHEMA_VERSION}; run the sweep again"
+                f"{' and '.join(map(str, READABLE_SCHEMAS))}; run the sweep again"
             )
         return cls(**{k: v for k, v in data.items() if k in {f.name for f in fields(cls)}})
 
@@ -172,10 +174,26 @@ class Results:
     def token_caps(self) -> list[int]:
         return sorted({s.max_new_tokens for s in self.summaries})
 
+    @property
+    def closed_loop(self) -> list[StepSummary]:
+        return [s for s in self.summaries if not s.open_loop]
+
+    @property
+    def open_loop(self) -> list[StepSummary]:
+        return [s for s in self.summaries if s.open_loop]
+
     def series(self, target: str, max_new_tokens: int) -> list[StepSummary]:
+        """The closed-loop steps of a target and cap, by users."""
         return sorted(
-            (s for s in self.summaries if s.target == target and s.max_new_tokens == max_new_tokens),
+            (s for s in self.closed_loop if s.target == target and s.max_new_tokens == max_new_tokens),
             key=lambda s: s.users,
+        )
+
+    def rate_series(self, target: str, max_new_tokens: int) -> list[StepSummary]:
+        """The open-loop steps of a target and cap, by rate."""
+        return sorted(
+            (s for s in self.open_loop if s.target == target and s.max_new_tokens == max_new_tokens),
+            key=lambda s: s.rate or 0.0,
         )
 
 
@@ -189,7 +207,7 @@ def step_wall(records: Sequence[RequestRecord]) -> float:
 def by_step(records: Sequence[RequestRecord]) -> dict[StepKey, list[RequestRecord]]:
     out: dict[StepKey, list[RequestRecord]] = {}
     for r in records:
-        out.setdefault((r.target, r.users, r.max_new_tokens), []).append(r)
+        out.setdefault(step_key(r), []).append(r)
     return out
 
 
@@ -210,7 +228,7 @@ def derive(
     for key in dict.fromkeys([*known, *grouped]):
         recs = grouped.get(key, [])
         f = known.get(key)
-        target, users, cap = key
+        target, users, cap, rate = key
         s = summarize(
             recs,
             target=target,
@@ -220,6 +238,7 @@ def derive(
             wall_s=step_wall(recs),
             slo=slo or SLO(),
             loadgen_cpu=f.loadgen_cpu if f else None,
+            rate=rate,
         )
         s.others_cpu = f.others_cpu if f else None
         _judge_complete(s, f, expected=facts is not None)
@@ -229,17 +248,19 @@ def derive(
 
 
 def speedups(records: Sequence[RequestRecord], summaries: Sequence[StepSummary]) -> list[Speedup]:
-    """Each target against the first at the same step: throughput (its time slices' rates), TTFT and e2e medians;
-    each ratio's interval bootstrapped from the two steps' samples."""
+    """Each target against the first at the same closed-loop step: throughput (its time slices' rates), TTFT and
+    e2e medians; each ratio's interval bootstrapped from the two steps' samples. Open-loop steps are compared in
+    their own table (report.py), by latency from the due time."""
     grouped = by_step(records)
     targets = list(dict.fromkeys(s.target for s in summaries))
-    steps = {(s.target, s.users, s.max_new_tokens): s for s in summaries}
+    steps = {step_key(s): s for s in summaries}
     out = []
     for s in summaries:
-        if len(targets) < 2 or s.target == targets[0] or (targets[0], s.users, s.max_new_tokens) not in steps:
+        base_key = (targets[0], s.users, s.max_new_tokens, s.rate)
+        if len(targets) < 2 or s.target == targets[0] or s.open_loop or base_key not in steps:
             continue
-        a = steps[(targets[0], s.users, s.max_new_tokens)]
-        b_recs, a_recs = grouped.get((s.target, s.users, s.max_new_tokens), []), grouped.get(_key(a), [])
+        a = steps[base_key]
+        b_recs, a_recs = grouped.get(step_key(s), []), grouped.get(base_key, [])
         b_rates = slice_rates(b_recs, measurement_window(b_recs, s.users))
         a_rates = slice_rates(a_recs, measurement_window(a_recs, a.users))
 
@@ -258,10 +279,6 @@ def speedups(records: Sequence[RequestRecord], summaries: Sequence[StepSummary])
             )
         )
     return out
-
-
-def _key(s: StepSummary) -> StepKey:
-    return (s.target, s.users, s.max_new_tokens)
 
 
 def _ratio(b: float | None, a: float | None, ci: intervals.Interval | None) -> Ratio:
@@ -305,6 +322,7 @@ SUMMARY_FIELDS = [
     "api",
     "users",
     "max_new_tokens",
+    "rate",
     "requests",
     "ok",
     "output_tok_s",
@@ -319,6 +337,14 @@ SUMMARY_FIELDS = [
     "e2e_p50_s",
     "e2e_p95_s",
     "e2e_p99_s",
+    "scheduled_rate",
+    "achieved_rate",
+    "not_sent",
+    "late",
+    "send_lag_p50_s",
+    "send_lag_p99_s",
+    "send_lag_max_s",
+    *(f"{m}_from_due_p{q}_s" for m in ("ttft", "e2e") for q in (50, 95, 99)),
     "output_tok_s_ci_low",
     "output_tok_s_ci_high",
     *(f"{m}_p{q}_ci_{end}" for m in ("ttft", "itl", "e2e") for q in (50, 95, 99) for end in ("low", "high")),

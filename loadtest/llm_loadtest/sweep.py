@@ -1,9 +1,10 @@
-"""The headless sweep: targets x max-new-tokens x concurrency steps, one Locust run per step.
+"""The headless sweep: targets x max-new-tokens x (concurrency or arrival rate) steps, one Locust run per step.
 
-Each step runs `locust --headless` with N users (N concurrent request loops) for a duration or a request count,
-then lets in-flight requests finish (`--stop-timeout`) before the next step. The Locust master appends each
-finished request to requests.jsonl as it finishes; after each step the sweep appends the step's facts to
-steps.jsonl and derives summary.json and summary.csv again (results.py), so a kill at any moment loses nothing
+A closed-loop step runs `locust --headless` with N users (N concurrent request loops) for a duration or a request
+count; an open-loop step sends requests at a rate (constant or Poisson arrivals) for a duration, one generator per
+Locust process. Either way in-flight requests finish (`--stop-timeout`) before the next step. The Locust master
+appends each finished request to requests.jsonl as it finishes; after each step the sweep appends the step's facts
+to steps.jsonl and derives summary.json and summary.csv again (results.py), so a kill at any moment loses nothing
 that finished. Around the steps it sends calibration probes and measures the CPU other processes take (trust.py).
 """
 
@@ -16,12 +17,13 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from llm_loadtest.arrivals import DEFAULT_MAX_INFLIGHT
 from llm_loadtest.client import RequestSpec, Target, stream_request
 from llm_loadtest.http import Connection
 from llm_loadtest.metrics import SLO, StepSummary
 from llm_loadtest.processes import locust_command, log_tail, run_bounded
 from llm_loadtest.prompts import load_prompts
-from llm_loadtest.records import OWN_REQUESTS_FILE, append_records, read_records
+from llm_loadtest.records import OWN_REQUESTS_FILE, append_records, read_records, step_key
 from llm_loadtest.results import (
     Results,
     RunInfo,
@@ -38,10 +40,25 @@ from llm_loadtest.workload import PLAN_FILE, WorkloadError, WorkloadSpec, build_
 ARTICLE_USERS = (1, 5, 10, 25, 50, 100, 200, 300)  # the article's concurrency steps
 
 
+@dataclass(frozen=True)
+class Load:
+    """One step's load: `users` closed-loop users, or open-loop arrivals at `rate` requests/s (users 0)."""
+
+    users: int = 0
+    rate: float | None = None
+
+    def __str__(self) -> str:
+        return f"rate={self.rate:g}/s" if self.rate is not None else f"users={self.users}"
+
+
 @dataclass
 class SweepConfig:
     targets: list[Target]
     users: list[int] = field(default_factory=lambda: list(ARTICLE_USERS))
+    rates: list[float] = field(default_factory=list)  # open-loop steps, requests/s, after the users' steps
+    arrival: str = "poisson"  # the open-loop arrival process: constant or poisson
+    seed: int = 0  # of the Poisson arrivals
+    max_inflight: int = DEFAULT_MAX_INFLIGHT  # open loop: arrivals beyond this many in flight are not sent
     max_new_tokens: list[int] = field(default_factory=lambda: [128])
     duration_s: float | None = 30.0
     requests_per_step: int | None = None
@@ -67,7 +84,23 @@ class SweepConfig:
     @property
     def step_deadline_s(self) -> float:
         """Bounded: the run time (or, by count, a generous 10 minutes), a drain, and start-up."""
-        return (self.duration_s or 600) + self.request_timeout_s + 60
+        longest = max([self.open_loop_run_s(r) for r in self.rates], default=0.0)
+        return max(self.duration_s or 600, longest) + self.request_timeout_s + 60
+
+    @property
+    def loads(self) -> list[Load]:
+        return [Load(users=u) for u in self.users] + [Load(rate=r) for r in self.rates]
+
+    def open_loop_s(self, rate: float) -> float:
+        """An open-loop step's arrivals last --duration, or by count --requests ÷ rate (30 s without either)."""
+        if self.duration_s is not None:
+            return self.duration_s
+        return self.requests_per_step / rate if self.requests_per_step else 30.0
+
+    def open_loop_run_s(self, rate: float) -> int:
+        """Its Locust run's bound: the arrivals and the last one's timeout. The run ends once the last arrival is
+        answered (locust_plugin), so this is reached only where an answer never comes."""
+        return math.ceil(self.open_loop_s(rate) + self.request_timeout_s) + 5
 
 
 class SweepError(RuntimeError):
@@ -105,7 +138,9 @@ def wait_for_target(cfg: SweepConfig, target: Target, max_new_tokens: int) -> bo
             time.sleep(1.0)
 
 
-def step_command(cfg: SweepConfig, target: Target, users: int, max_new_tokens: int) -> list[str]:
+def step_command(cfg: SweepConfig, target: Target, load: Load, max_new_tokens: int) -> list[str]:
+    # Open loop: one user per Locust process, each running its process's generator.
+    users = load.users if load.rate is None else cfg.processes
     args = [
         "--only-summary",
         "--users",
@@ -130,13 +165,19 @@ def step_command(cfg: SweepConfig, target: Target, users: int, max_new_tokens: i
         "--loglevel",
         "WARNING",
     ]
-    if cfg.duration_s is not None:
-        args += ["--run-time", f"{max(1, round(cfg.duration_s))}s"]
-    if cfg.requests_per_user:
-        per_user = max(cfg.requests_per_user, math.ceil(cfg.min_requests / users))
-        args += ["--requests-per-user", str(per_user), "--max-requests", str(per_user * users)]
-    elif cfg.requests_per_step:
-        args += ["--max-requests", str(cfg.requests_per_step)]
+    if load.rate is not None:
+        seconds = cfg.open_loop_s(load.rate)
+        args += ["--arrival-rate", f"{load.rate:g}", "--arrival", cfg.arrival, "--seed", str(cfg.seed)]
+        args += ["--arrival-duration", f"{seconds:g}", "--max-inflight", str(cfg.max_inflight)]
+        args += ["--run-time", f"{cfg.open_loop_run_s(load.rate)}s"]
+    else:
+        if cfg.duration_s is not None:
+            args += ["--run-time", f"{max(1, round(cfg.duration_s))}s"]
+        if cfg.requests_per_user:
+            per_user = max(cfg.requests_per_user, math.ceil(cfg.min_requests / users))
+            args += ["--requests-per-user", str(per_user), "--max-requests", str(per_user * users)]
+        elif cfg.requests_per_step:
+            args += ["--max-requests", str(cfg.requests_per_step)]
     if cfg.workload.active:
         args += ["--workload", str(cfg.out / PLAN_FILE)]
     if not cfg.ignore_eos:
@@ -206,7 +247,8 @@ def run_sweep(
     records_path, facts_path, log = cfg.out / "requests.jsonl", cfg.out / "steps.jsonl", cfg.out / "locust.log"
     probes_path = cfg.out / "probes.jsonl"
     results = Results([], slo=cfg.slo, run=run)
-    total = len(cfg.targets) * len(cfg.max_new_tokens) * len(cfg.users)
+    loads = cfg.loads
+    total = len(cfg.targets) * len(cfg.max_new_tokens) * len(loads)
     urls = [t.url for t in cfg.targets]
     for target in cfg.targets:  # every target warm before the first probe: a cold server's requests calibrate nothing
         warm_up(cfg, target, cfg.max_new_tokens[0])
@@ -218,39 +260,38 @@ def run_sweep(
         for i, max_new_tokens in enumerate(cfg.max_new_tokens):
             if i:
                 warm_up(cfg, target, max_new_tokens)
-            for users in cfg.users:
+            for load in loads:
                 if cfg.budget_s is not None and time.monotonic() - t0 > cfg.budget_s:
                     progress(f"time budget of {cfg.budget_s:g}s spent: the last {total - n} of {total} steps skipped")
                     return results.summaries
                 n += 1
                 cpu_before = cpu_sample(urls)
-                done = run_bounded(step_command(cfg, target, users, max_new_tokens), log, cfg.step_deadline_s)
+                done = run_bounded(step_command(cfg, target, load, max_new_tokens), log, cfg.step_deadline_s)
                 others = others_cores(cpu_before, cpu_sample(urls))
                 facts = StepFacts(
                     target.name,
                     target.api,
-                    users,
+                    load.users,
                     max_new_tokens,
                     done.code,
                     cfg.step_deadline_s,
                     done.cpu_share,
                     others,
+                    load.rate,
                 )
                 records, results.bad_lines = read_records(records_path)
                 key = facts.key
-                if done.code not in (-1, 0, 1) and not any(
-                    (r.target, r.users, r.max_new_tokens) == key for r in records
-                ):
+                if done.code not in (-1, 0, 1) and not any(step_key(r) == key for r in records):
                     raise SweepError(f"locust failed (exit {done.code}): {log_tail(log, 1)}")
                 append_facts(facts_path, facts)
                 probe_round(cfg, done_before + n)
                 results.summaries = derive(records, read_facts(facts_path), cfg.slo, read_probes(probes_path))
                 write_summaries(cfg.out, results)
-                summary = next(s for s in results.summaries if (s.target, s.users, s.max_new_tokens) == key)
+                summary = next(s for s in results.summaries if step_key(s) == key)
                 progress(progress_line(n, total, summary))
                 if summary.errors.get("connection_error", 0) and not wait_for_target(cfg, target, max_new_tokens):
                     raise SweepError(
-                        f"target {target.name} went away during the step at {users} users and did not answer "
+                        f"target {target.name} went away during the step at {load} and did not answer "
                         f"within {cfg.reconnect_wait_s:g}s; {n} steps and their records are in {cfg.out}"
                     )
     return results.summaries
@@ -262,6 +303,14 @@ def progress_line(n: int, total: int, s: StepSummary) -> str:
 
     errors = sum(s.errors.values())
     flag = "  [load generator limited]" if s.loadgen_bottleneck else ""
+    if s.open_loop:
+        achieved = "-" if s.achieved_rate is None else f"{s.achieved_rate:.1f}/s"
+        return (
+            f"[{n}/{total}] {s.target} max_new_tokens={s.max_new_tokens} rate={s.rate:g}/s: {s.requests} sent "
+            f"(achieved {achieved}), {s.not_sent} not sent, {s.late} late, send lag p99 {ms(s.send_lag_p99_s)}, "
+            f"TTFT p50 {ms(s.ttft_p50_s)} ({ms(s.ttft_from_due_p50_s)} from due), e2e p50 {ms(s.e2e_p50_s)} "
+            f"({ms(s.e2e_from_due_p50_s)} from due), {errors} errors{flag}"
+        )
     return (
         f"[{n}/{total}] {s.target} max_new_tokens={s.max_new_tokens} users={s.users}: {s.requests} requests, "
         f"{s.output_tok_s:.1f} tok/s, TTFT p50 {ms(s.ttft_p50_s)}, e2e p50 {ms(s.e2e_p50_s)}, "

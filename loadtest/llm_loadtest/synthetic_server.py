@@ -16,7 +16,10 @@ Behaviours, chosen per server or cycled with `--behavior mixed`:
 Asked with `stream_options.continuous_usage_stats`, OpenAI chunks carry the running usage count (as vLLM's do).
 
 A known capacity: with `--slow-above N`, a request that arrives while more than N are in flight (itself included)
-has its TTFT and gaps multiplied by `--slow-factor`, so a capacity search must find N. `GET /metrics` exports TGI's
+has its TTFT and gaps multiplied by `--slow-factor`, so a capacity search must find N. With `--max-num-seqs N` (as
+vLLM's), at most N requests stream at once and the others wait for a slot in arrival order, their TTFT growing by
+the wait: a server that queues, whose latency under open-loop load beyond N / (request time) requests/s grows for
+as long as the load lasts. `GET /metrics` exports TGI's
 request counters, generated tokens and durations (what the reconciliation compares with the client's records);
 `--metrics-skip-every K` leaves every Kth request out of them: a server whose metrics lie.
 
@@ -47,6 +50,7 @@ class Config:
     slow_above: int | None = None  # more requests in flight than this at arrival: this one is slow
     slow_factor: float = 10.0
     metrics_skip_every: int = 0  # 0: /metrics counts every request
+    max_num_seqs: int | None = None  # at most this many stream at once; the others queue
 
 
 @dataclass
@@ -92,6 +96,7 @@ class SyntheticServer:
         self.in_flight = 0
         self.arrivals = 0
         self.counts = Counts()
+        self.slots = asyncio.Semaphore(config.max_num_seqs) if config.max_num_seqs else None  # FIFO waiters
 
     def _behavior(self) -> str:
         return next(self._cycle) if self.config.behavior == "mixed" else self.config.behavior
@@ -134,7 +139,15 @@ class SyntheticServer:
     async def stream(
         self, writer: asyncio.StreamWriter, path: str, body: dict, headers: dict[str, str], received: float
     ) -> bool:
-        """Answer one request; False when the connection must close."""
+        """Answer one request, once a slot is free (`--max-num-seqs`); False when the connection must close."""
+        if self.slots is None:
+            return await self.answer(writer, path, body, headers, received)
+        async with self.slots:
+            return await self.answer(writer, path, body, headers, received)
+
+    async def answer(
+        self, writer: asyncio.StreamWriter, path: str, body: dict, headers: dict[str, str], received: float
+    ) -> bool:
         t0 = time.perf_counter()
         sent: list[float] = []
         loop = asyncio.get_running_loop()
@@ -266,6 +279,12 @@ def main() -> None:
     p.add_argument(
         "--metrics-skip-every", type=int, default=0, help="leave every Kth request out of /metrics (0: none)"
     )
+    p.add_argument(
+        "--max-num-seqs",
+        type=int,
+        default=None,
+        help="stream at most this many requests at once; the others wait for a slot in arrival order",
+    )
     a = p.parse_args()
     config = Config(
         a.ttft_ms / 1000,
@@ -276,6 +295,7 @@ def main() -> None:
         a.slow_above,
         a.slow_factor,
         a.metrics_skip_every,
+        a.max_num_seqs,
     )
     asyncio.run(serve(a.host, a.port, config))
 

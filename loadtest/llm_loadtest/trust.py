@@ -11,7 +11,9 @@ Three checks, each flagging steps (StepSummary.disturbances) and so the run (`Tr
   PROBE_DRIFT (and PROBE_FLOOR_S): the condition held through the step. One slow probe is not enough: on a quiet
   machine a 16-token probe of the tiny model ranged over 52-79 ms, and 94-137 ms once, right after the heaviest step.
 - Dispersion: a step whose per-slice throughput varies by a coefficient of variation past TOK_S_CV, where its
-  window is long enough (DISPERSION_MIN_WINDOW_S) for a slice to hold more than a prefill's pause.
+  window is long enough (DISPERSION_MIN_WINDOW_S) for a slice to hold more than a prefill's pause. Closed-loop
+  steps only: an open-loop step's throughput follows its arrivals, which vary by themselves (Poisson: by 1/sqrt(n)
+  over a slice of n), so its dispersion says nothing of the run's conditions.
 """
 
 from __future__ import annotations
@@ -130,7 +132,7 @@ def judge(steps: Sequence[StepSummary], probes: Sequence[Probe]) -> None:
                 f"other processes took {s.others_cpu:.1f} cores ({quietest:.1f} at the run's quietest)"
             )
         long_enough = s.window_s is not None and s.window_s >= DISPERSION_MIN_WINDOW_S
-        if long_enough and s.tok_s_cv is not None and s.tok_s_cv > TOK_S_CV:
+        if long_enough and not s.open_loop and s.tok_s_cv is not None and s.tok_s_cv > TOK_S_CV:
             s.disturbances.append(f"throughput varied by {s.tok_s_cv:.0%} (CV) across the step's time slices")
     by_target: dict[str, list[Probe]] = {}
     for p in probes:

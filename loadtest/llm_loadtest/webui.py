@@ -22,7 +22,10 @@ COLUMNS = [
     ("ttft_p95_ms", "TTFT p95 (ms)"),
     ("itl_p50_ms", "ITL p50 (ms)"),
     ("itl_p95_ms", "ITL p95 (ms)"),
+    ("ttft_from_due_p95_ms", "Open loop: TTFT p95 from due (ms)"),
+    ("send_lag_p99_ms", "Open loop: send lag p99 (ms)"),
     *[(s, s) for s in STATUSES],
+    ("not_sent", "not sent"),
 ]
 
 

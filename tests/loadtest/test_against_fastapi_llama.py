@@ -58,3 +58,25 @@ def test_sweep_and_report_against_the_service(naive_server, tmp_path, api):
     assert all(r.server_tokens == r.output_tokens for r in records)
     assert all(r.output_tokens <= 16 for r in records)
     assert (out / "report.md").exists() and (out / "throughput.png").exists()
+
+
+@pytest.mark.slow
+def test_open_loop_sweep_against_the_service(naive_server, tmp_path):
+    """Open loop through the chat dialect: 8 Poisson arrivals at 4 requests/s (--requests ÷ rate: 2 s), each sent at
+    its due time whatever the service is doing, each counted as the service counts it."""
+    out = tmp_path / "sweep"
+    target = f"fastapi={naive_server.url}@openai-chat"
+    args = ["--rates", "4", "--requests", "8", "--max-new-tokens", "8", "--warmup", "1", "--out", str(out)]
+    run = subprocess.run(
+        [str(VENV_BIN / "llm-loadtest"), "sweep", "--target", target, *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    records, _ = read_records(out / "requests.jsonl")
+    assert records and {(r.status, r.rate, r.users) for r in records} == {("ok", 4.0, 0)}
+    assert all(r.due is not None and r.start >= r.due for r in records)
+    assert all(r.server_tokens == r.output_tokens == 8 for r in records)
+    report = (out / "report.md").read_text()
+    assert "## Open-loop steps" in report and "## Steps" not in report and (out / "open_loop.png").exists()

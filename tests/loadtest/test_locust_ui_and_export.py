@@ -22,7 +22,7 @@ from tests.support.prom import Samples, parse, value
 from tests.support.servers import REPO, free_port, stop
 from tests.support.waits import wait_until
 
-LABELS = {"target": "synthetic", "api": "tgi", "max_new_tokens": "16"}
+LABELS = {"target": "synthetic", "api": "tgi", "max_new_tokens": "16", "arrival_rate": ""}  # closed loop
 
 
 @dataclass
@@ -213,6 +213,8 @@ def test_custom_arguments_appear_in_the_web_ui_form(web_locust):
     page = httpx.get(web_locust.url).text
     options = json.loads(re.search(r'"extra_options": (\{.*?\}\}),', page).group(1))
     assert {"api", "max_new_tokens", "prompts", "request_timeout", "model", "target_name"} <= set(options)
+    assert {"arrival_rate", "arrival", "seed", "max_inflight", "arrival_duration"} <= set(options)  # open loop
+    assert options["arrival"]["choices"] == ["constant", "poisson"] and options["arrival_rate"]["default_value"] == 0
     assert (
         options["api"]["choices"] == ["openai", "openai-chat", "tgi"]
         and options["max_new_tokens"]["default_value"] == 16

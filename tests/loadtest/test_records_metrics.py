@@ -219,7 +219,9 @@ def test_live_window_without_ok_requests_and_reset():
     live.add(rec("stream_error", ttft=None, tokens=0), now=1.0)
     (row,) = live.rows(now=2.0)
     assert (row["tok_s"], row["ttft_p50_ms"], row["itl_p95_ms"], row["stream_error"]) == ("0.0", "-", "-", "1")
-    assert set(row) == {"target", "tok_s", "ttft_p50_ms", "ttft_p95_ms", "itl_p50_ms", "itl_p95_ms", *STATUSES}
+    figures = {"tok_s", "ttft_p50_ms", "ttft_p95_ms", "itl_p50_ms", "itl_p95_ms"}
+    figures |= {"ttft_from_due_p95_ms", "send_lag_p99_ms"}  # open loop's
+    assert set(row) == {"target", *figures, *STATUSES, "not_sent"}
     live.reset()
     assert live.rows(now=2.0) == [] and not live.totals
 

@@ -124,7 +124,7 @@ def test_report_refuses_results_of_another_schema(sweep_dir, tmp_path):
     refused = cli("report", str(old))
     assert (
         refused.returncode != 0
-        and "results schema 1, this llm-loadtest reads 3" in refused.stderr
+        and "results schema 1, this llm-loadtest reads 3 and 4" in refused.stderr
         and "Traceback" not in refused.stderr
     )
     assert not (old / "report.md").exists()

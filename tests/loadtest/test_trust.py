@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from llm_loadtest.metrics import StepSummary, summarize
+from llm_loadtest.results import SCHEMA_VERSION
 from llm_loadtest.trust import CpuSample, Probe, _target_pids, judge, others_cores
 from tests.support.loadgen import synthetic_server
 from tests.support.records import rec
@@ -74,7 +75,7 @@ def test_the_same_sweep_run_quietly_is_trusted(tmp_path):
     assert report.splitlines()[0] == "Trust: ok", [
         (s["users"], s["others_cpu"], s["disturbances"]) for s in summary["steps"]
     ]
-    assert summary["trusted"] and summary["schema_version"] == 3
+    assert summary["trusted"] and summary["schema_version"] == SCHEMA_VERSION
 
 
 def _steps(n: int) -> list[StepSummary]:

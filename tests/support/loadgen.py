@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -54,7 +55,11 @@ def synthetic_server(
         stop(proc)
 
 
-def run_locust(host: str, records: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    """A headless Locust run, as a user starts it; bounded in time by -t or --max-requests in args."""
+def run_locust(
+    host: str, records: Path, *args: str, timeout: float = 120, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """A headless Locust run, as a user starts it; bounded in time by -t or --max-requests in args. `env`: more
+    environment variables (Locust reads every flag from a LOCUST_* one)."""
     cmd = locust_command(host, "--loglevel", "WARNING", *args, records_file=records)
-    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout)
+    environment = {**os.environ, **(env or {})}
+    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout, env=environment)
