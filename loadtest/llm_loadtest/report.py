@@ -11,6 +11,7 @@ from llm_loadtest import intervals
 from llm_loadtest.admission import admission_markdown
 from llm_loadtest.capacity import capacity_markdown
 from llm_loadtest.metrics import LATE_AFTER_S, STATUSES, StepSummary
+from llm_loadtest.output_lengths import lengths_markdown
 from llm_loadtest.reconcile import reconcile_markdown
 from llm_loadtest.results import Ratio, Results, load
 
