@@ -8,7 +8,7 @@ from prometheus_client import CollectorRegistry
 from llm_loadtest.exporter import ClientMetrics
 from tests.support.records import rec
 
-LABELS = {"target": "t", "api": "tgi", "max_new_tokens": "16"}
+LABELS = {"target": "t", "api": "tgi", "max_new_tokens": "16", "arrival_rate": ""}  # closed loop: no rate
 
 
 def requests(metrics: ClientMetrics, status: str, http_status: str) -> float | None:
