@@ -99,7 +99,7 @@ clean: ## Remove the venv, the tiny model and results
 bench-serving: install tiny-model ## Serving benchmark: naive vs static vs continuous vs the offline padded-batch bound
 	$(LOCAL_ENV) $(PY) services/fastapi_llama/benchmarks/serving.py --model-id $(TINY_MODEL) $(BENCH_SERVING_ARGS)
 
-bench-soak: install tiny-model ## Soak: 300 streams x 256 tokens per service mode; statuses, memory, health after
+bench-soak: install tiny-model ## Soak: 300 streams x 256 tokens, 3 times per mode against one server: leak or retention, statuses, health
 	$(LOCAL_ENV) $(PY) services/fastapi_llama/benchmarks/soak.py --model-id $(TINY_MODEL) $(BENCH_SOAK_ARGS)
 
 bench-loadgen: install ## Load-generator capacity: closed-loop tok/s with TTFT error < 2 ms, open-loop requests/s with send lag p99 < 2 ms

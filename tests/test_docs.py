@@ -123,3 +123,15 @@ def test_results_doc_names_every_field() -> None:
         if f"`{f.name}`" not in text
     ]
     assert not missing, f"docs/results.md does not describe: {missing}"
+
+
+def test_benchmarks_doc_names_every_soak_flag_and_field(monkeypatch: pytest.MonkeyPatch) -> None:
+    """soak.json's fields and the soak's flags (BENCH_SOAK_ARGS) are described in docs/benchmarks.md."""
+    monkeypatch.syspath_prepend(str(REPO / "services" / "fastapi_llama" / "benchmarks"))  # as the script runs
+    soak = importlib.import_module("soak")
+    text = (REPO / "docs" / "benchmarks.md").read_text(encoding="utf-8")
+    names = [f.name for cls in (soak.SoakResult, soak.Repeat, soak.Site) for f in fields(cls)]
+    missing = [n for n in [*names, "missing", "passed"] if f"`{n}`" not in text]
+    flags = set(re.findall(r"--[a-z][a-z-]+", soak.build_parser().format_usage()))
+    missing += sorted(f for f in flags if f"`{f}" not in text)
+    assert not missing, f"docs/benchmarks.md does not describe: {missing}"

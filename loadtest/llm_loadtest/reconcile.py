@@ -58,14 +58,14 @@ class Figure:
     slack: float = 0.0  # a difference this small is never flagged, whatever its share
 
 
-def _arrived(rs: Sequence[RequestRecord]) -> float:
+def arrived(rs: Sequence[RequestRecord]) -> float:
     """Requests that reached the server: all but connection errors without an HTTP answer (refused connections);
     the server counts every other one on arrival, 429s included."""
     return float(sum(r.sent and not (r.status == Status.CONNECTION_ERROR and r.http_status is None) for r in rs))
 
 
 TGI = (
-    Figure("requests", "tgi_request_count", _arrived, COUNT_TOLERANCE),
+    Figure("requests", "tgi_request_count", arrived, COUNT_TOLERANCE),
     Figure("ok", "tgi_request_success", lambda rs: float(sum(r.ok for r in rs)), COUNT_TOLERANCE),
     Figure("output_tokens", "tgi_request_generated_tokens_sum", _ok_tokens, COUNT_TOLERANCE),
     Figure(

@@ -10,7 +10,8 @@ from fastapi import FastAPI
 from fastapi_llama import __version__
 from fastapi_llama.errors import install_error_handlers
 from fastapi_llama.limits import PayloadLimit
-from fastapi_llama.routes import openai, ops, tgi
+from fastapi_llama.memory import MemoryProbe
+from fastapi_llama.routes import debug, openai, ops, tgi
 from fastapi_llama.service import Service
 
 
@@ -31,4 +32,7 @@ def create_app(service: Service) -> FastAPI:
     install_error_handlers(app)
     for module in (tgi, openai, ops):
         app.include_router(module.router)
+    if service.settings.debug_memory_routes:
+        app.state.memory = MemoryProbe()
+        app.include_router(debug.router)
     return app

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
+import tracemalloc
 from typing import Any
 
 import uvicorn
@@ -28,7 +29,9 @@ CPU_PAGE_SIZE = 32  # measured on the tiny model at 32 streams: 16-32 ≈ 840 to
 
 def build_engine(settings: Settings, model: Any, tokenizer: Any) -> Engine:
     if settings.batching == "static":
-        return StaticEngine(model, tokenizer, settings.max_batch_size, settings.batch_wait_ms)
+        return StaticEngine(
+            model, tokenizer, settings.max_batch_size, settings.batch_wait_ms, settings.debug_leak_requests
+        )
     if settings.batching == "continuous":
         on_cpu = model.device.type == "cpu"
         total = settings.max_batch_total_tokens or (CPU_KV_CACHE_TOKENS if on_cpu else None)
@@ -40,7 +43,7 @@ def build_engine(settings: Settings, model: Any, tokenizer: Any) -> Engine:
             sampling=settings.continuous_sampling,
         )
         return ContinuousEngine(model, tokenizer, limits)
-    return NaiveEngine(model, tokenizer)
+    return NaiveEngine(model, tokenizer, settings.debug_leak_requests)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -49,6 +52,8 @@ def main(argv: list[str] | None = None) -> None:
         settings = parse_settings(argv)
     except ValueError as exc:
         sys.exit(f"fastapi-llama: {exc}")
+    if settings.debug_leak_requests:
+        log.warning("--debug-leak-requests: every finished request's tensors are kept; memory grows without bound")
     t0 = time.perf_counter()
     model, tokenizer = load(
         settings.model_id, settings.revision, settings.dtype, settings.device, settings.random_weights
@@ -57,6 +62,10 @@ def main(argv: list[str] | None = None) -> None:
     engine = build_engine(settings, model, tokenizer)
     engine.start()
     engine.warmup()
+    if settings.tracemalloc and not tracemalloc.is_tracing():
+        # From here on: what start-up allocated (the imports, the model) is not traced, so snapshots stay small
+        # and cheap, and what a request leaves behind is.
+        tracemalloc.start(settings.tracemalloc)
     log.info(
         "ready in %.1fs: %s engine, http://%s:%d",
         time.perf_counter() - t0,

@@ -28,6 +28,13 @@ class Settings:
     max_batch_total_tokens: int = 0
     max_batch_prefill_tokens: int = 4096
     continuous_sampling: bool = False
+    debug_memory: bool = False
+    tracemalloc: int = 0
+    debug_leak_requests: bool = False
+
+    @property
+    def debug_memory_routes(self) -> bool:
+        return self.debug_memory or self.tracemalloc > 0
 
     def validate(self) -> None:
         if self.max_input_tokens >= self.max_total_tokens:
@@ -40,6 +47,13 @@ class Settings:
             raise ValueError("--device must be cpu, cuda or cuda:N")
         if self.batching not in BATCHING_MODES:
             raise ValueError(f"--batching must be one of {', '.join(BATCHING_MODES)}")
+        if self.tracemalloc < 0:
+            raise ValueError("--tracemalloc must be >= 0 (frames per traced allocation; 0: off)")
+        if self.debug_leak_requests and self.batching == "continuous":
+            raise ValueError(
+                "--debug-leak-requests needs --batching naive or static (transformers' manager owns "
+                "the continuous engine's KV cache)"
+            )
 
 
 # Flag -> (environment variable, help). TGI's names, except the host: HOSTNAME is set to the container id in
@@ -83,6 +97,22 @@ _FLAGS: dict[str, tuple[str, str]] = {
         "CONTINUOUS_SAMPLING",
         "continuous: honour temperature/top_k/top_p per request. Off, the batch decodes greedily and sampling "
         "requests get a 422; on, every step pays for per-request warpers (~35 %% of throughput on the CPU).",
+    ),
+    "debug_memory": (
+        "DEBUG_MEMORY",
+        "Debugging: serve GET /debug/memory (resident memory, and with --tracemalloc the allocation sites that grew "
+        "since the previous call) and POST /debug/memory/trim (malloc_trim(0), or jemalloc's purge), outside the "
+        "OpenAPI document. For soaks; never expose them.",
+    ),
+    "tracemalloc": (
+        "TRACEMALLOC",
+        "Debugging: trace Python's allocations with this many frames each from the end of start-up on (0: off), "
+        "and serve the --debug-memory routes. Slows the service.",
+    ),
+    "debug_leak_requests": (
+        "DEBUG_LEAK_REQUESTS",
+        "Debugging, a deliberate leak: naive and static keep every finished request's KV cache and tokens for "
+        "the life of the process, so that a soak can show it catches a leak. Never in production.",
     ),
 }
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import math
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -246,3 +248,64 @@ def test_continuous_refuses_what_its_manager_cannot_honour(tiny_tokenizer, param
     engine = ContinuousEngine(None, tiny_tokenizer, limits)
     assert [r.split(" ")[0] for r in engine.unsupported(params)] == refused
     assert NaiveEngine(None, tiny_tokenizer).unsupported(params) == []  # generate() honours them all
+
+
+@pytest.mark.parametrize("mode", ["naive", "static"])
+def test_debug_leak_requests_keeps_each_finished_requests_tokens_and_kv_cache(model_and_tokenizer, mode):
+    """--debug-leak-requests, the leak the soak must catch: one entry per finished request, its own copy of its
+    tokens and of each layer's keys and values over them (8 KiB per token on the tiny model); off, nothing."""
+    model, tokenizer = model_and_tokenizer
+    leaky = build_engine(Settings(batching=mode, batch_wait_ms=50, debug_leak_requests=True), model, tokenizer)
+    assert build_engine(Settings(batching=mode), model, tokenizer).kept is None
+    leaky.start()
+
+    async def main() -> list[list[Any]]:
+        streams = [make_stream(leaky, p, 6, ignore_eos=True) for p in PROMPTS]
+        for s in streams:
+            leaky.submit(s)
+        return [await read_all(s) for s in streams]
+
+    try:
+        finished = asyncio.run(main())
+    finally:
+        leaky.stop()
+    assert len(leaky.kept) == len(PROMPTS)
+    layers = model.config.num_hidden_layers
+    kept_tokens = sorted(entry[0][-6:].tolist() for entry in leaky.kept)
+    assert kept_tokens == sorted([ev.id for ev in events if isinstance(ev, TokenEvent)] for events in finished)
+    for sequence, *kv in leaky.kept:
+        assert len(kv) == 2 * layers
+        assert all(t.shape[-2] == sequence.shape[0] - 1 for t in kv)  # every position but the last token's
+        # Its own storage, not a view that would keep the whole batch's tensor.
+        assert all(t.untyped_storage().nbytes() == t.numel() * t.element_size() for t in kv)
+    per_token = sum(t.element_size() * t[:, 0].numel() for t in leaky.kept[0][1:])
+    assert per_token == 2 * layers * model.config.hidden_size * 4  # float32 keys and values
+
+
+def test_no_request_outlives_its_end(engine):
+    """Whether its client left mid-generation or a stop sequence ended it, nothing keeps a request's stream (and
+    the token events it holds) once the engine has moved on: continuous mode used to keep every abandoned one in
+    transformers' result handlers, 64 per soak repetition."""
+
+    async def main() -> list[weakref.ref]:
+        left = [make_stream(engine, p, 200) for p in PROMPTS]
+        stopped = make_stream(engine, PROMPTS[1], 200, stop=(" ",), ignore_eos=True)
+        for s in [*left, stopped]:
+            engine.submit(s)
+        for s in left:
+            events = s.events()
+            await asyncio.wait_for(anext(events), TIMEOUT)
+            await events.aclose()  # the client left
+        await read_all(stopped)
+        await wait_for(lambda: engine.snapshot() == EngineStats())
+        after = make_stream(engine, PROMPTS[0], 2)  # a later request, once the engine has caught up
+        engine.submit(after)
+        await read_all(after)
+        return [weakref.ref(s) for s in [*left, stopped]]
+
+    refs = asyncio.run(main())
+    gc.collect()
+    assert [r() for r in refs] == [None] * len(refs)
+    if isinstance(engine, ContinuousEngine):
+        assert engine._manager.output_router.result_handlers == {}
+        assert engine._manager.output_router.output_queue.empty()

@@ -68,9 +68,22 @@ def test_environment_mirrors_flags(monkeypatch):
         ["--max-input-tokens", "50", "--max-total-tokens", "50"],
         ["--max-concurrent-requests", "0"],
         ["--batching", "turbo"],
+        ["--tracemalloc", "-1"],
+        ["--batching", "continuous", "--debug-leak-requests"],
     ],
 )
 def test_bad_settings_exit_with_one_line(argv):
     r = subprocess.run([sys.executable, "-m", "fastapi_llama.cli", *argv], capture_output=True, text=True)
     assert r.returncode != 0
     assert r.stderr.strip().startswith("fastapi-llama:") and "Traceback" not in r.stderr
+
+
+def test_debugging_flags_are_off_by_default_and_mirrored_by_the_environment(monkeypatch):
+    s = parse_settings([])
+    assert (s.debug_memory, s.tracemalloc, s.debug_leak_requests, s.debug_memory_routes) == (False, 0, False, False)
+    s = parse_settings(["--debug-memory", "--batching", "static", "--debug-leak-requests"])
+    assert (s.debug_memory, s.debug_leak_requests, s.debug_memory_routes) == (True, True, True)
+    for k, v in {"TRACEMALLOC": "3", "DEBUG_LEAK_REQUESTS": "1"}.items():
+        monkeypatch.setenv(k, v)
+    s = parse_settings([])
+    assert (s.tracemalloc, s.debug_leak_requests, s.debug_memory_routes) == (3, True, True)  # tracing serves them

@@ -107,10 +107,27 @@ class ContinuousEngine(Engine):
         max_tokens = sum(len(s.initial_tokens) + (s.max_new_tokens or 0) for s in active)
         return EngineStats(waiting, len(active), max_tokens)
 
+    def _abandon(self, rid: str) -> None:
+        """Cancel a request and forget its result handler. Transformers drops a handler only once its request
+        finishes, which a cancelled one never does: each kept its stream and every token event it was sent (the soak
+        found 64 such streams per repetition, the running batch of clients that timed out). transformers has no
+        public way to unregister, hence the router's own dict and lock."""
+        router = self._manager.output_router
+        self._manager.cancel_request(rid)
+        with router._lock:
+            router.result_handlers.pop(rid, None)
+
+    def _drop_late_outputs(self) -> None:
+        """An output already on its way when its request was abandoned finds no handler and lands in the manager's
+        shared queue, which nothing reads once serving (the warm-up alone does): drop them, or they pile up."""
+        while self._manager.get_result(timeout=0) is not None:
+            pass
+
     def submit(self, stream: RequestStream) -> None:
         req = stream.request
         rid = req.request_id
         manager = self._manager
+        self._drop_late_outputs()
 
         def on_output(out: Any) -> None:
             if stream.done:
@@ -124,7 +141,7 @@ class ContinuousEngine(Engine):
                 if stream.push(token, logprobs[i] if i < len(logprobs) else None):
                     break
             if stream.finished and not out.is_finished():  # a stop sequence: free the slot now
-                manager.cancel_request(rid)
+                self._abandon(rid)
             elif out.is_finished():
                 stream.finish_if_open()
 
@@ -136,7 +153,7 @@ class ContinuousEngine(Engine):
             warpers = (("temperature", p.temperature), ("top_k", p.top_k), ("top_p", p.top_p))
             sampling = {k: v for k, v in warpers if v is not None}
         manager.register_result_handler(rid, on_output)
-        stream.on_cancel(lambda: manager.cancel_request(rid))
+        stream.on_cancel(lambda: self._abandon(rid))
         manager.add_request(
             req.input_ids,
             request_id=rid,

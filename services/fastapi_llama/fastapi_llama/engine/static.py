@@ -13,8 +13,10 @@ from fastapi_llama.engine.worker import WorkerEngine
 class StaticEngine(WorkerEngine):
     name = "static"
 
-    def __init__(self, model: Any, tokenizer: Any, max_batch_size: int, batch_wait_ms: float) -> None:
-        super().__init__(model, tokenizer)
+    def __init__(
+        self, model: Any, tokenizer: Any, max_batch_size: int, batch_wait_ms: float, keep_finished: bool = False
+    ) -> None:
+        super().__init__(model, tokenizer, keep_finished)
         self.max_batch_size = max_batch_size
         self.batch_wait_s = batch_wait_ms / 1000
         self._held: list[RequestStream] = []  # taken from the queue but left for a later batch

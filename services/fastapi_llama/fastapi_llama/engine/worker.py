@@ -22,10 +22,10 @@ def pad_token_id(tokenizer: Any) -> int:
     return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
 
-def generate_for(model: Any, streams: list[RequestStream], pad: int) -> None:
+def generate_for(model: Any, streams: list[RequestStream], pad: int, keep: list | None = None) -> None:
     """One `generate` call for requests that share sampling parameters (one row each, left-padded). EOS ends a row
     through its stream (StreamsDone), not `generate`'s own check: whether it does (ignore_eos, min_tokens) is per
-    request."""
+    request. `keep` (--debug-leak-requests) receives each row's tokens and KV cache."""
     params = streams[0].request.params
     lengths = [len(s.request.input_ids) for s in streams]
     width = max(lengths)
@@ -40,7 +40,7 @@ def generate_for(model: Any, streams: list[RequestStream], pad: int) -> None:
         torch.manual_seed(params.seed)
     for stream in streams:
         stream.mark_started()
-    model.generate(
+    out = model.generate(
         input_ids=ids.to(model.device),
         attention_mask=mask.to(model.device),
         max_new_tokens=max(s.request.params.max_new_tokens for s in streams),
@@ -49,16 +49,30 @@ def generate_for(model: Any, streams: list[RequestStream], pad: int) -> None:
         logits_processor=LogitsProcessorList([EosGuard(streams), recorder]),
         pad_token_id=pad,
         eos_token_id=None,
+        return_dict_in_generate=keep is not None,
         **params.generate_kwargs(),
     )
+    if keep is not None:
+        keep.extend(row_tensors(out, len(streams)))
+
+
+def row_tensors(out: Any, rows: int) -> list[tuple[torch.Tensor, ...]]:
+    """Each row's own copy of its tokens and KV cache (a view would keep the whole batch's tensors instead)."""
+    layers = out.cache.layers
+    return [
+        (out.sequences[row].clone(), *(t[row].clone() for layer in layers for t in (layer.keys, layer.values)))
+        for row in range(rows)
+    ]
 
 
 class WorkerEngine(Engine):
     """The worker thread and its queue. A subclass decides only what runs together: it implements `next_batch`,
     taking submitted requests with `take`, and may extend `waiting` with requests it holds back."""
 
-    def __init__(self, model: Any, tokenizer: Any) -> None:
+    def __init__(self, model: Any, tokenizer: Any, keep_finished: bool = False) -> None:
         super().__init__(model, tokenizer)
+        # --debug-leak-requests: every finished request's tensors, kept for the life of the engine on purpose.
+        self.kept: list[tuple[torch.Tensor, ...]] | None = [] if keep_finished else None
         self._queue: queue.Queue[RequestStream | None] = queue.Queue()
         self._thread = threading.Thread(target=self._loop, name=f"{self.name}-engine", daemon=True)
         self._batch: list[RequestStream] = []
@@ -104,16 +118,20 @@ class WorkerEngine(Engine):
         pad = pad_token_id(self.tokenizer)
         with torch.inference_mode():
             while not self._stopping and (batch := self.next_batch()) is not None:
-                batch = [s for s in batch if not s.cancelled]  # their clients left while they waited
-                if not batch:
-                    continue
-                self._batch = batch
-                try:
-                    generate_for(self.model, batch, pad)
-                except Exception as exc:  # noqa: BLE001 - reported to each client as TGI's 424
-                    for stream in batch:
-                        stream.fail(GenerationError(f"generation failed: {exc}"))
-                finally:
-                    self._batch = []
-                for stream in batch:
-                    stream.finish_if_open()
+                self._generate(batch, pad)
+                del batch  # not held while the thread waits for the next one: an idle engine keeps no stream
+
+    def _generate(self, batch: list[RequestStream], pad: int) -> None:
+        batch = [s for s in batch if not s.cancelled]  # their clients left while they waited
+        if not batch:
+            return
+        self._batch = batch
+        try:
+            generate_for(self.model, batch, pad, self.kept)
+        except Exception as exc:  # noqa: BLE001 - reported to each client as TGI's 424
+            for stream in batch:
+                stream.fail(GenerationError(f"generation failed: {exc}"))
+        finally:
+            self._batch = []
+        for stream in batch:
+            stream.finish_if_open()
