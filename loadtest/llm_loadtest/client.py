@@ -150,6 +150,7 @@ def stream_request(
                 Status.NOT_EVENT_STREAM, f"HTTP 200 with Content-Type {content_type}, not an event stream: {text}"
             )
         buffer = b""
+        opened = False  # an event has been parsed
         for chunk in resp.body:
             now = time.perf_counter() - t0
             buffer += chunk
@@ -160,7 +161,8 @@ def stream_request(
                 data = b"\n".join(ln[5:].lstrip() for ln in raw.split(b"\n") if ln.startswith(b"data:"))
                 if not data:
                     continue
-                parsed = dialect.parse(data)
+                parsed = dialect.parse(data, first=not opened)
+                opened = True
                 if parsed.error is not None:
                     conn.close()
                     return record(Status.STREAM_ERROR, parsed.error)

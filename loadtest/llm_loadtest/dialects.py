@@ -39,7 +39,8 @@ class Dialect(Protocol):
         ignore_eos: bool = False,
     ) -> dict[str, Any]: ...
 
-    def parse(self, data: bytes) -> Parsed: ...
+    # `first`: the stream's first event, the only one that may be an opener carrying no token.
+    def parse(self, data: bytes, *, first: bool = False) -> Parsed: ...
 
 
 class TGI:
@@ -59,7 +60,7 @@ class TGI:
     ) -> dict[str, Any]:
         return {"inputs": prompt, "parameters": {"max_new_tokens": max_new_tokens, "details": True}}
 
-    def parse(self, data: bytes) -> Parsed:
+    def parse(self, data: bytes, *, first: bool = False) -> Parsed:
         event = json.loads(data)
         if "error" in event:  # TGI reports overload and failures inside a 200 stream
             return Parsed(error=f"{event.get('error_type', 'error')}: {event['error']}")
@@ -81,7 +82,7 @@ class OpenAI:
     def prompt_fields(self, prompt: str, messages: list[dict[str, str]] | None) -> dict[str, Any]:
         return {"prompt": prompt}
 
-    def counts_as_token(self, choice: dict[str, Any]) -> bool:
+    def counts_as_token(self, choice: dict[str, Any], first: bool) -> bool:
         return True
 
     def body(
@@ -108,7 +109,7 @@ class OpenAI:
             body["ignore_eos"] = True
         return body
 
-    def parse(self, data: bytes) -> Parsed:
+    def parse(self, data: bytes, *, first: bool = False) -> Parsed:
         if data.strip() == b"[DONE]":
             return Parsed(done=True)
         event = json.loads(data)
@@ -124,7 +125,7 @@ class OpenAI:
         if choices:
             # Without a running count, one chunk is one token (TGI sends one per token, even when its text is
             # empty); a server that merges tokens without the count then shows up as a mismatch with `usage`.
-            parsed.tokens = 1 if self.counts_as_token(choices[0]) else 0
+            parsed.tokens = 1 if self.counts_as_token(choices[0], first) else 0
             parsed.finish_reason = choices[0].get("finish_reason") or None
             parsed.running_tokens = parsed.server_tokens
         return parsed
@@ -140,10 +141,12 @@ class OpenAIChat(OpenAI):
     def prompt_fields(self, prompt: str, messages: list[dict[str, str]] | None) -> dict[str, Any]:
         return {"messages": messages if messages is not None else [{"role": "user", "content": prompt}]}
 
-    def counts_as_token(self, choice: dict[str, Any]) -> bool:
-        # OpenAI and vLLM open the stream with a chunk that only names the role; it carries no token.
+    def counts_as_token(self, choice: dict[str, Any], first: bool) -> bool:
+        # OpenAI and vLLM open the stream with a chunk that only names the role; it carries no token. TGI and
+        # fastapi-llama name the role in every chunk and send no opener: later, a role without text is a token
+        # whose text is not printable yet (half of a UTF-8 character), which their final usage counts.
         delta = choice.get("delta") or {}
-        opening = "role" in delta and not delta.get("content") and not choice.get("finish_reason")
+        opening = first and "role" in delta and not delta.get("content") and not choice.get("finish_reason")
         return not opening
 
 

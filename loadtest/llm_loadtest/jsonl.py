@@ -18,13 +18,21 @@ def append(path: Path, item: Any) -> None:
 
 def read(path: Path, cls: type[T]) -> list[T]:
     """Every readable line as `cls`; fields this version does not know are ignored."""
+    return read_counted(path, cls)[0]
+
+
+def read_counted(path: Path, cls: type[T]) -> tuple[list[T], int]:
+    """Every readable line as `cls`, and how many lines were unreadable (a line cut short by a kill)."""
     if not path.exists():
-        return []
+        return [], 0
     known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
     out = []
+    bad = 0
     for line in path.read_text(encoding="utf-8").splitlines():
+        if not line.strip():
+            continue
         try:
             out.append(cls(**{k: v for k, v in json.loads(line).items() if k in known}))
-        except (json.JSONDecodeError, TypeError):
-            continue  # a line cut short by a kill
-    return out
+        except (json.JSONDecodeError, TypeError, AttributeError):  # AttributeError: JSON, but not an object
+            bad += 1
+    return out, bad

@@ -18,11 +18,12 @@ import time
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
+from llm_loadtest import jsonl
 from llm_loadtest.records import OWN_REQUESTS_FILE, RequestRecord, Status, StepKey, read_records, step_key
 
 RECONCILE_FILE = "reconcile.jsonl"
@@ -35,6 +36,11 @@ Samples = dict[str, list[tuple[float, float]]]  # series labels -> (timestamp, v
 
 class ReconcileError(RuntimeError):
     pass
+
+
+class TargetMissing(ReconcileError):
+    """Prometheus holds nothing to set one target against (not scraped, under another label, or under neither
+    TGI's nor vLLM's names): that target is not reconciled, the others still are."""
 
 
 def _ok_tokens(rs: Sequence[RequestRecord]) -> float:
@@ -124,6 +130,7 @@ class Comparison:
     end: float
     own_requests: int = 0  # the sweep's warm-ups and probes between the bounding scrapes, taken off the server's
     rate: float | None = None  # an open-loop step's request rate (users 0)
+    missing: str | None = None  # why this target was not reconciled (its steps' one row each); None: it was
 
 
 @dataclass(frozen=True)
@@ -180,7 +187,7 @@ class Prometheus:
             if result and float(result[0]["value"][1]) >= after:
                 return
             if time.monotonic() > deadline:
-                raise ReconcileError(f"Prometheus did not scrape {server} within {timeout:g}s of the sweep's end")
+                raise TargetMissing(f"Prometheus did not scrape {server} within {timeout:g}s of the sweep's end")
             time.sleep(0.25)
 
 
@@ -307,37 +314,76 @@ def reconcile(
     own: Sequence[RequestRecord] = (),
 ) -> list[Comparison]:
     """Every step's figures against the servers', each target's metrics read as labelled `server=<target name>`
-    (local mode's scrape configuration). A server exporting neither TGI's nor vLLM's series is left out."""
+    (local mode's scrape configuration). A target Prometheus holds nothing for gets one row per step saying why;
+    Prometheus itself failing (unreachable, refusing a query) stops it all (ReconcileError)."""
     windows = step_windows(records)
     out = []
     for target in dict.fromkeys(w.target for w in windows):
         mine = [w for w in windows if w.target == target]
-        since, until = mine[0].start - 60, mine[-1].end
-        prometheus.wait_scraped(target, until, timeout)
-        at = time.time()
-        read = {}  # selector -> samples, read once for the whole sweep
-        for selector in {s for f in (*TGI, *VLLM) for s in (f.series, f.per) if s} | {"tgi_request_failure"}:
-            read[selector] = prometheus.samples(_with_server(selector, target), since, at)
-        scrapes = [
-            t for points in prometheus.samples(_with_server("up", target), since, at).values() for t, _ in points
-        ]
-        for figures in (TGI, VLLM):
-            if not read[figures[0].series]:
-                continue  # not this server's metric names
-            for i, w in enumerate(mine):
-                prev_end = mine[i - 1].end if i else None
-                next_start = mine[i + 1].start if i + 1 < len(mine) else None
-                alone = isolated(scrapes, w, prev_end, next_start)
-                if figures is TGI:  # its counters say what is in flight: arrived, not yet succeeded or failed
-                    ended = (read["tgi_request_success"], read["tgi_request_failure"])
-                    alone = alone and quiet_edges(scrapes, w, read["tgi_request_count"], ended)
-                extra = own_between(own, target, scrapes, w)
-                for f in figures:
-                    num = increase(read[f.series], w.start, w.end)
-                    den = increase(read[f.per], w.start, w.end) if f.per else None
-                    num, den = less_own(f, num, den, extra)
-                    out.append(compare(w, f, num, den, alone, len(extra)))
+        try:
+            out += _reconcile_target(prometheus, target, mine, timeout, own)
+        except TargetMissing as exc:
+            out += [_not_reconciled(w, str(exc)) for w in mine]
     return out
+
+
+def _reconcile_target(
+    prometheus: Prometheus, target: str, mine: Sequence[StepWindow], timeout: float, own: Sequence[RequestRecord]
+) -> list[Comparison]:
+    since, until = mine[0].start - 60, mine[-1].end
+    if not prometheus.samples(_with_server("up", target), since, time.time()):  # no use waiting for it
+        raise TargetMissing(
+            f'Prometheus holds no series labelled server="{target}" (not scraped, or under another label)'
+        )
+    prometheus.wait_scraped(target, until, timeout)
+    at = time.time()
+    read = {}  # selector -> samples, read once for the whole sweep
+    for selector in {s for f in (*TGI, *VLLM) for s in (f.series, f.per) if s} | {"tgi_request_failure"}:
+        read[selector] = prometheus.samples(_with_server(selector, target), since, at)
+    scrapes = [t for points in prometheus.samples(_with_server("up", target), since, at).values() for t, _ in points]
+    out = []
+    for figures in (TGI, VLLM):
+        if not read[figures[0].series]:
+            continue  # not this server's metric names
+        for i, w in enumerate(mine):
+            prev_end = mine[i - 1].end if i else None
+            next_start = mine[i + 1].start if i + 1 < len(mine) else None
+            alone = isolated(scrapes, w, prev_end, next_start)
+            if figures is TGI:  # its counters say what is in flight: arrived, not yet succeeded or failed
+                ended = (read["tgi_request_success"], read["tgi_request_failure"])
+                alone = alone and quiet_edges(scrapes, w, read["tgi_request_count"], ended)
+            extra = own_between(own, target, scrapes, w)
+            for f in figures:
+                num = increase(read[f.series], w.start, w.end)
+                den = increase(read[f.per], w.start, w.end) if f.per else None
+                num, den = less_own(f, num, den, extra)
+                out.append(compare(w, f, num, den, alone, len(extra)))
+    if not out:
+        raise TargetMissing(f"{target} is scraped but exports neither TGI's nor vLLM's metric names")
+    return out
+
+
+def _not_reconciled(w: StepWindow, why: str) -> Comparison:
+    """A step of a target that was not reconciled: the requests the client saw arrive, nothing to set them against."""
+    requests = TGI[0]
+    return Comparison(
+        w.target,
+        w.users,
+        w.max_new_tokens,
+        requests.name,
+        requests.client(w.records),
+        None,
+        None,
+        requests.tolerance,
+        requests.slack,
+        isolated=False,
+        flagged=False,
+        series="",
+        start=w.start,
+        end=w.end,
+        rate=w.rate,
+        missing=why,
+    )
 
 
 def write_reconcile(directory: Path, comparisons: Sequence[Comparison]) -> None:
@@ -346,16 +392,9 @@ def write_reconcile(directory: Path, comparisons: Sequence[Comparison]) -> None:
             f.write(json.dumps(asdict(c)) + "\n")
 
 
-def read_reconcile(directory: Path) -> list[Comparison]:
-    path = directory / RECONCILE_FILE
-    if not path.exists():
-        return []
-    known = {f.name for f in fields(Comparison)}
-    return [
-        Comparison(**{k: v for k, v in json.loads(line).items() if k in known})
-        for line in path.read_text(encoding="utf-8").splitlines()
-        if line.strip()
-    ]
+def read_reconcile(directory: Path) -> tuple[list[Comparison], int]:
+    """The comparisons of `reconcile.jsonl`, and how many lines were unreadable (skipped, as every reader does)."""
+    return jsonl.read_counted(directory / RECONCILE_FILE, Comparison)
 
 
 def reconcile_run(prometheus_url: str, directory: Path, timeout: float = 30.0) -> list[Comparison]:
@@ -375,9 +414,11 @@ def reconcile_servers(prometheus: str, out: Path) -> None:
         print(f"  reconciliation with the servers skipped: {exc}", flush=True)
         return
     flagged = sorted({f"{c.target} {c.figure}" for c in comparisons if c.flagged})
+    missing = {c.target: c.missing for c in comparisons if c.missing}
     print(
-        f"  client against server: {len(comparisons)} figures, {len(flagged)} differing"
-        + (f" ({', '.join(flagged)})" if flagged else ""),
+        f"  client against server: {sum(c.missing is None for c in comparisons)} figures, {len(flagged)} differing"
+        + (f" ({', '.join(flagged)})" if flagged else "")
+        + "".join(f"; {target} not reconciled: {why}" for target, why in missing.items()),
         flush=True,
     )
 
@@ -389,6 +430,8 @@ def _cell(c: Comparison) -> str:
         return f"{v:.3f}" if c.figure.endswith("_s") else f"{v:g}"
 
     text = f"{fmt(c.client)} / {fmt(c.server)}"
+    if c.missing:
+        return f"{text} (not reconciled)"
     if c.flagged:
         gap = "≠" if c.gap is None else f"{c.gap:+.1%}"
         return f"**{text} ({gap})**"
@@ -397,21 +440,23 @@ def _cell(c: Comparison) -> str:
 
 def reconcile_markdown(directory: Path | None) -> list[str]:
     """The report's section: per step, each figure as client / server; flagged gaps in bold."""
-    comparisons = read_reconcile(directory) if directory is not None else []
+    comparisons, bad = read_reconcile(directory) if directory is not None else ([], 0)
+    skipped = [f"{bad} unreadable line(s) in reconcile.jsonl were skipped (a run killed mid-write)."] if bad else []
     if not comparisons:
-        return []
+        return ["## Client against server", "", *skipped, ""] if skipped else []
     names = list(dict.fromkeys(c.figure for c in comparisons))
     steps: dict[tuple[str, int, int, float], dict[str, Comparison]] = {}
     for c in comparisons:
         steps.setdefault((c.target, c.max_new_tokens, c.users, c.rate or 0.0), {})[c.figure] = c
-    flagged = [c for c in comparisons if c.flagged]
+    judged = [c for c in comparisons if c.missing is None]
+    flagged = [c for c in judged if c.flagged]
     out = [
         "## Client against server",
         "",
         f"Each step's figures from the records against the server's own metrics over the step's window "
         f"(`reconcile.jsonl`): client / server. Counts must agree exactly, mean times within "
         f"{TIME_TOLERANCE:.0%} or {TIME_SLACK_S * 1000:g} ms; a window not isolated from other requests by the "
-        f"server's scrapes is not judged. **{len(flagged)} of {len(comparisons)} figures differ beyond that**"
+        f"server's scrapes is not judged. **{len(flagged)} of {len(judged)} figures differ beyond that**"
         + (": " + ", ".join(sorted({f"{c.target} {c.figure}" for c in flagged})) + "." if flagged else "."),
         "",
         "| target | max_new_tokens | load | " + " | ".join(names) + " |",
@@ -421,4 +466,9 @@ def reconcile_markdown(directory: Path | None) -> list[str]:
         cells = [_cell(by[n]) if n in by else "-" for n in names]
         load = f"{rate:g} requests/s" if rate else str(users)
         out.append(f"| {target} | {cap} | {load} | " + " | ".join(cells) + " |")
+    missing = {c.target: c.missing for c in comparisons if c.missing}
+    if missing:
+        out += ["", "Not reconciled: " + "; ".join(f"{target} ({why})" for target, why in missing.items()) + "."]
+    if skipped:
+        out += ["", *skipped]
     return [*out, ""]

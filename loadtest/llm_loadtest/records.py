@@ -31,7 +31,8 @@ step ended before a late generator reached it), its reason in `error`.
 
 Tokens received: one per TGI token event. In the OpenAI dialects, per chunk, the growth of the server's running
 `usage.completion_tokens` where it sends one (vLLM merges several tokens into a chunk when its API server lags
-behind the engine), else one per chunk (in chat, not the role-only chunk that opens OpenAI's and vLLM's streams).
+behind the engine), else one per chunk (in chat, not the role-only chunk that opens OpenAI's and vLLM's streams:
+only a stream's first chunk can be one).
 """
 
 from __future__ import annotations

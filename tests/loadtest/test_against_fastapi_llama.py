@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 
 import pytest
 
 from llm_loadtest.client import RequestSpec, Target, stream_request
+from llm_loadtest.dialects import DIALECTS
 from llm_loadtest.http import Connection
 from llm_loadtest.records import read_records
+from tests.support.scripted_server import WAIT_S, ScriptedServer, chunk, head
 from tests.support.servers import VENV_BIN
 
 
@@ -26,6 +29,46 @@ def test_each_dialect_counts_the_tokens_the_service_reports(naive_server, api):
         assert (r.status, r.finish_reason) == ("ok", "length"), r.error
         assert r.output_tokens == r.server_tokens == 12
         assert len(r.gaps_s) == 11 and r.ttft_s is not None
+
+
+def test_chat_without_running_usage_counts_tokens_without_text(naive_server):
+    """TGI's Messages API sends no running usage and names the role in every chunk, as fastapi-llama does when not
+    asked for continuous_usage_stats; the tiny model's byte tokens then come mid-stream with empty content. The
+    service's real streams, played back to the client without the running count: every token is counted."""
+    cap, streams = 64, []
+    conn = Connection(naive_server.url)
+    try:
+        for prompt in ("Tell me 1", "Tell me 2", "Tell me 4"):
+            body = DIALECTS["openai-chat"].body(prompt, cap, None) | {"stream_options": {"include_usage": True}}
+            resp = conn.post_stream("/v1/chat/completions", body, {"Accept": "text/event-stream"}, 60)
+            assert resp.status == 200
+            streams.append(b"".join(resp.body))
+    finally:
+        conn.close()
+    events = [[e for e in s.split(b"\n\n") if e.strip()] for s in streams]
+    chunks = [json.loads(e[6:]) for stream in events for e in stream if e != b"data: [DONE]"]
+    assert not any(c.get("usage") and c["choices"] for c in chunks)  # no running count
+    empty = [c for c in chunks if c["choices"] and c["choices"][0]["delta"] == {"role": "assistant", "content": ""}]
+    assert empty, "no token without text in these streams: the test would prove nothing"
+
+    def play(stream: list[bytes]):
+        def script(peer) -> None:
+            peer.expect_request()
+            peer.send(head(content_type="text/event-stream", transfer_encoding="chunked"))
+            peer.send(*(chunk(e + b"\n\n") for e in stream), b"0\r\n\r\n")
+            peer.read_request()
+
+        return script
+
+    spec = RequestSpec("Tell me", cap, timeout_s=WAIT_S)
+    for stream in events:
+        with ScriptedServer(play(stream)) as server:
+            conn = Connection(server.url)
+            try:
+                r = stream_request(conn, Target("t", server.url, "openai-chat"), spec)
+            finally:
+                conn.close()
+        assert (r.status, r.output_tokens, r.server_tokens) == ("ok", cap, cap) and not r.token_mismatch
 
 
 @pytest.mark.slow

@@ -105,18 +105,31 @@ def chat_chunk(delta: dict, finish_reason: str | None = None, usage: dict | None
 
 
 @pytest.mark.parametrize(
-    ("delta", "finish_reason", "expected"),
+    ("delta", "finish_reason", "first", "tokens"),
     [
-        ({"role": "assistant", "content": " the"}, None, Parsed(tokens=1)),  # TGI, fastapi-llama: role every time
-        ({"content": " the"}, None, Parsed(tokens=1)),  # OpenAI, vLLM: role only in the opening chunk
-        ({"role": "assistant", "content": ""}, None, Parsed(tokens=0)),  # that opening chunk: no token
-        ({"role": "assistant"}, None, Parsed(tokens=0)),
-        ({"content": ""}, "stop", Parsed(tokens=1, finish_reason="stop")),  # a last token without text (EOS)
-        ({"role": "assistant", "content": ""}, "length", Parsed(tokens=1, finish_reason="length")),
+        ({"role": "assistant", "content": " the"}, None, True, 1),  # TGI, fastapi-llama: role every time
+        ({"role": "assistant", "content": " the"}, None, False, 1),
+        ({"content": " the"}, None, False, 1),  # OpenAI, vLLM: role only in the opening chunk
+        ({"role": "assistant", "content": ""}, None, True, 0),  # that opening chunk: no token
+        ({"role": "assistant"}, None, True, 0),
+        ({"role": "assistant", "content": None}, None, True, 0),
+        # Past the first chunk, no opener: TGI's and fastapi-llama's token whose text is not printable yet.
+        ({"role": "assistant", "content": ""}, None, False, 1),
+        ({"role": "assistant"}, None, False, 1),
+        ({"content": ""}, None, False, 1),
+        ({"content": ""}, "stop", False, 1),  # a last token without text (EOS)
+        ({"role": "assistant", "content": ""}, "length", True, 1),  # one token, in one chunk
     ],
 )
-def test_chat_chunks(delta, finish_reason, expected):
-    assert CHAT.parse(event(chat_chunk(delta, finish_reason))) == expected
+def test_chat_chunks(delta, finish_reason, first, tokens):
+    parsed = CHAT.parse(event(chat_chunk(delta, finish_reason)), first=first)
+    assert parsed == Parsed(tokens=tokens, finish_reason=finish_reason)
+
+
+@pytest.mark.parametrize("first", [True, False])
+def test_completion_chunks_count_whatever_comes_first(first):
+    assert OPENAI.parse(event(openai_chunk("")), first=first).tokens == 1
+    assert TGI.parse(event(tgi_token("")), first=first).tokens == 1
 
 
 def test_chat_running_usage_counts_even_a_token_without_text():

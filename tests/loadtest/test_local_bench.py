@@ -73,7 +73,8 @@ def test_short_bench_end_to_end(tiny_model, tmp_path):
     assert re.search(r"^\| 16 \| (≥ )?\d \| (≥ )?\d \| ", capacity, re.M), capacity
     # Client against server: every step's counts and tokens as the servers counted them (all steps were isolated
     # by a scrape here: 32 figures agree, mean e2e within 2-10 ms).
-    comparisons = read_reconcile(run_dir)
+    comparisons, bad = read_reconcile(run_dir)
+    assert bad == 0 and not any(c.missing for c in comparisons)
     assert len(comparisons) == 8 * 4 and "client against server: 32 figures, 0 differing" in out
     for c in comparisons:
         assert not c.flagged, c

@@ -20,6 +20,8 @@ from llm_loadtest.reconcile import (
     own_between,
     quiet_edges,
     read_reconcile,
+    reconcile_markdown,
+    write_reconcile,
 )
 from tests.conftest import require_binary
 from tests.support.loadgen import synthetic_server
@@ -94,7 +96,8 @@ def test_bench_sets_each_steps_figures_against_the_servers(tmp_path):
         )
     assert run.returncode == 0, run.stdout + run.stderr
     out = (tmp_path / "latest").resolve()
-    comparisons = read_reconcile(out)
+    comparisons, bad = read_reconcile(out)
+    assert bad == 0
     raw = [json.loads(line) for line in (out / "reconcile.jsonl").read_text().splitlines()]
     assert len(raw) == len(comparisons) == 2 * 3 * 4  # targets x steps x TGI's four figures
     by = {(c.target, c.users, c.figure): c for c in comparisons}
@@ -136,12 +139,58 @@ def test_sweep_reconciles_with_a_prometheus_it_did_not_start(tmp_path):
             cmd += ["--users", "2", "--max-new-tokens", "16", "--requests-per-user", "4", "--out", str(tmp_path / "r")]
             run = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
     assert run.returncode == 0, run.stdout + run.stderr
-    by = {c.figure: c for c in read_reconcile(tmp_path / "r")}
+    by = {c.figure: c for c in read_reconcile(tmp_path / "r")[0]}
     assert set(by) == {"requests", "ok", "output_tokens", "e2e_mean_s"}
     assert by["requests"].client == 8 and "client against server: 4 figures" in run.stdout
     if by["requests"].isolated:  # a scrape fell between the probes and the step, and after it
         assert by["requests"].server < 8 and by["requests"].flagged, by["requests"]
     assert "## Client against server" in (tmp_path / "r" / "report.md").read_text()
+
+
+def test_a_target_prometheus_holds_no_series_for_gets_a_row_and_the_others_are_reconciled(tmp_path):
+    """`sweep --prometheus URL` with a target its Prometheus does not scrape (or labels otherwise): that target's
+    steps say why, at once, and the scraped one is reconciled."""
+    binary = require_binary("prometheus")
+    with (
+        synthetic_server(ttft_ms=20, gap_ms=5, tokens=16) as honest,
+        synthetic_server(ttft_ms=20, gap_ms=5, tokens=16) as stray,
+    ):
+        config = prometheus_config([Target("honest", honest)], "127.0.0.1:9", "250ms")  # stray is not scraped
+        with prometheus(binary, config, tmp_path / "prom") as prom:
+            Prometheus(prom).wait_scraped("honest", 0.0)
+            cmd = [str(VENV_BIN / "llm-loadtest"), "sweep", "--prometheus", prom]
+            cmd += ["--target", f"honest={honest}", "--target", f"stray={stray}", "--users", "2"]
+            cmd += ["--max-new-tokens", "16", "--requests-per-user", "4", "--out", str(tmp_path / "r")]
+            run = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
+    assert run.returncode == 0, run.stdout + run.stderr
+    comparisons, bad = read_reconcile(tmp_path / "r")
+    assert bad == 0
+    honest_rows = {c.figure: c for c in comparisons if c.target == "honest"}
+    assert set(honest_rows) == {"requests", "ok", "output_tokens", "e2e_mean_s"}
+    assert all(c.missing is None and c.server is not None for c in honest_rows.values()), honest_rows
+    (row,) = [c for c in comparisons if c.target == "stray"]  # its one step
+    assert (row.figure, row.client, row.server, row.flagged, row.users) == ("requests", 8, None, False, 2)
+    assert 'no series labelled server="stray"' in row.missing
+    assert "client against server: 4 figures, 0 differing; stray not reconciled: Prometheus" in run.stdout
+    section = (tmp_path / "r" / "report.md").read_text().split("## Client against server\n", 1)[1]
+    assert "**0 of 4 figures differ beyond that**." in section
+    assert "| stray | 16 | 2 | 8 / - (not reconciled) |" in section
+    assert 'Not reconciled: stray (Prometheus holds no series labelled server="stray"' in section
+
+
+def test_unreadable_lines_of_reconcile_jsonl_are_skipped_and_counted(tmp_path):
+    """As every results file is read: a line cut short by a kill, or not an object, costs that line alone."""
+    window = StepWindow("t", 4, 16, start=10.0, end=12.0, records=[rec() for _ in range(4)])
+    good = compare(window, TGI[0], 4.0, None, alone=True)
+    write_reconcile(tmp_path, [good, good])
+    lines = (tmp_path / "reconcile.jsonl").read_text().splitlines()
+    cut = lines[1][: len(lines[1]) // 2]
+    (tmp_path / "reconcile.jsonl").write_text("\n".join([lines[0], cut, "[1, 2]", '{"target": "t"}', "", ""]))
+    assert read_reconcile(tmp_path) == ([good], 3)
+    assert read_reconcile(tmp_path / "nothing-here") == ([], 0)
+    section = "\n".join(reconcile_markdown(tmp_path))
+    assert "**0 of 1 figures differ beyond that**." in section
+    assert "3 unreadable line(s) in reconcile.jsonl were skipped" in section
 
 
 def test_the_sweeps_own_requests_between_the_scrapes_are_taken_off_the_servers_figures():

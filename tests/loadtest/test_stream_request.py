@@ -332,3 +332,38 @@ def test_a_body_without_content_type_or_events_is_not_an_event_stream():
     with ScriptedServer(script) as server:
         r = run(server)
     assert r.status == "not_event_stream" and r.error == "HTTP 200 without an event stream: " + HTML.decode()
+
+
+def chat_chunk(delta: dict, finish_reason: str | None = None) -> bytes:
+    choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+    return sse({"id": "c", "object": "chat.completion.chunk", "choices": [choice], "usage": None})
+
+
+def test_chat_without_running_usage_counts_the_tokens_after_the_opener():
+    """OpenAI and vLLM open with a role-only chunk (no token), then name no role."""
+    parts = [
+        chat_chunk({"role": "assistant", "content": ""}),
+        chat_chunk({"content": " a"}),
+        chat_chunk({"content": ""}),  # a token whose text is not printable yet (half of a UTF-8 character)
+        chat_chunk({"content": " c"}, "length"),
+        usage_only(3) + sse("[DONE]"),
+    ]
+    with ScriptedServer(stream_script(*parts)) as server:
+        r = run(server, api="openai-chat")
+    assert (r.status, r.output_tokens, r.server_tokens) == ("ok", 3, 3) and not r.token_mismatch
+
+
+def test_chat_role_in_every_chunk_counts_a_token_without_text():
+    """TGI's Messages API and fastapi-llama name the role in every chunk and send no opener: past the first chunk,
+    a role with empty content is a token whose text is not printable yet, not an opener."""
+    parts = [
+        chat_chunk({"role": "assistant", "content": " a"}),
+        chat_chunk({"role": "assistant", "content": ""}),
+        chat_chunk({"role": "assistant", "content": " c"}),
+        chat_chunk({"role": "assistant", "content": ""}),
+        chat_chunk({"role": "assistant", "content": " e"}, "length"),
+        usage_only(5) + sse("[DONE]"),
+    ]
+    with ScriptedServer(stream_script(*parts)) as server:
+        r = run(server, api="openai-chat")
+    assert (r.status, r.output_tokens, r.server_tokens) == ("ok", 5, 5) and not r.token_mismatch

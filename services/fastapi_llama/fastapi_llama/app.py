@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from fastapi_llama import __version__
-from fastapi_llama.errors import install_error_handlers
+from fastapi_llama.errors import PayloadTooLarge, count_refused, install_error_handlers
 from fastapi_llama.limits import PayloadLimit
 from fastapi_llama.memory import MemoryProbe
 from fastapi_llama.routes import debug, openai, ops, tgi
@@ -28,7 +28,11 @@ def create_app(service: Service) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.service = service
-    app.add_middleware(PayloadLimit, limit=service.settings.payload_limit)
+    app.add_middleware(
+        PayloadLimit,
+        limit=service.settings.payload_limit,
+        on_reject=lambda path: count_refused(service.metrics, path, PayloadTooLarge),
+    )
     install_error_handlers(app)
     for module in (tgi, openai, ops):
         app.include_router(module.router)

@@ -7,6 +7,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from fastapi_llama.metrics import ServerMetrics
+
 
 class ServiceError(Exception):
     status_code = 500
@@ -54,12 +56,17 @@ def _describe(exc: RequestValidationError) -> str:
 GENERATION_ROUTES = frozenset({"/", "/generate", "/generate_stream", "/v1/completions", "/v1/chat/completions"})
 
 
+def count_refused(metrics: ServerMetrics | None, path: str, error: type[ServiceError]) -> None:
+    """A generation request refused before it reaches the service (its body too large, not JSON, off the schema)
+    is still a request, and a failure by its error type, for TGI's counters; the service counts the others."""
+    if metrics is not None and path in GENERATION_ROUTES:
+        metrics.request_count.inc()
+        metrics.request_failure.inc(err=error.error_type)
+
+
 def _count_rejected(request: Request) -> None:
-    """A body refused before it reaches the service is still a request, and a validation failure, for TGI."""
     service = getattr(request.app.state, "service", None)
-    if service is not None and request.url.path in GENERATION_ROUTES:
-        service.metrics.request_count.inc()
-        service.metrics.request_failure.inc(err="validation")
+    count_refused(service.metrics if service is not None else None, request.url.path, ValidationFailed)
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -31,6 +31,15 @@ class OpenAIOptions:
     add_special_tokens: bool = True  # False for a chat template's output, which holds its own BOS
 
 
+@dataclass(frozen=True)
+class Inputs:
+    """What a route makes of its body: the prompt (the text, or a chat template's rendering) and the parameters."""
+
+    prompt: str
+    params: GenerateParameters
+    options: OpenAIOptions = OpenAIOptions()
+
+
 @dataclass
 class Prepared:
     """A validated request, ready for the engine."""
@@ -73,34 +82,28 @@ class Service:
     in_flight: int = 0
     started_at: int = field(default_factory=lambda: int(time.time()))
 
-    async def accept(
-        self,
-        prompt: Callable[[], str],
-        params: GenerateParameters,
-        request_id: str | None = None,
-        options: OpenAIOptions | None = None,
-    ) -> tuple[Slot, Prepared]:
-        """Admit a request, then validate it: its slot and the request ready for the engine. Admission comes
-        first, as TGI takes its permit before validating, so a refusal (429) costs no tokenization. `prompt` (the
-        text, or a chat template's rendering) is made and tokenized in a worker thread: a 2 MB prompt took 1.3 s
-        with the tiny model's tokenizer, and the event loop must keep answering /health and the running streams
-        meanwhile. A request that fails validation gives its slot back."""
+    async def accept(self, inputs: Callable[[], Inputs], request_id: str | None = None) -> tuple[Slot, Prepared]:
+        """Count the request, admit it, then validate it: its slot and the request ready for the engine. Admission
+        comes first, as TGI takes its permit before validating, so a refusal (429) costs no tokenization.
+        `inputs` (the route's reading of its body: OpenAI's fields, a chat template) is made and tokenized in a
+        worker thread: a 2 MB prompt took 1.3 s with the tiny model's tokenizer, and the event loop must keep
+        answering /health and the running streams meanwhile. Whatever refuses the request here, route or service,
+        counts as one validation failure; a request that fails validation gives its slot back."""
         arrived = time.perf_counter()
         self.metrics.request_count.inc()
         slot = self.admit()
         try:
-            prepared = await asyncio.to_thread(self._validate, prompt, params, request_id, options or OpenAIOptions())
+            prepared = await asyncio.to_thread(self._validate, inputs, request_id)
         except BaseException:  # a validation failure, or the handler cancelled while the thread tokenized
             slot.release()
             raise
         prepared.arrived = arrived
         return slot, prepared
 
-    def _validate(
-        self, prompt: Callable[[], str], params: GenerateParameters, request_id: str | None, options: OpenAIOptions
-    ) -> Prepared:
+    def _validate(self, inputs: Callable[[], Inputs], request_id: str | None) -> Prepared:
         try:
-            return self._prepare(prompt(), params, request_id, options)
+            made = inputs()
+            return self._prepare(made.prompt, made.params, request_id, made.options)
         except ValidationFailed:
             self.metrics.request_failure.inc(err="validation")
             raise

@@ -66,6 +66,77 @@ def test_request_metrics_move(naive_server):
     assert value(after, "tgi_request_duration_bucket", le="+Inf") == value(after, "tgi_request_duration_count")
 
 
+HI = [{"role": "user", "content": "Hi"}]
+# Every way a generation request is refused as a bad input, on every route: by the route itself (OpenAI's fields),
+# by the service (limits, parameters), by the schema, or as a body that does not parse.
+REFUSED = {
+    "completions empty prompt": ("/v1/completions", {"prompt": " ", "max_tokens": 4}),
+    "completions n": ("/v1/completions", {"prompt": "Hi", "max_tokens": 4, "n": 2}),
+    "completions caps differ, stream": (
+        "/v1/completions",
+        {"prompt": "Hi", "max_tokens": 4, "max_completion_tokens": 5, "stream": True},
+    ),
+    "completions over the total": ("/v1/completions", {"prompt": "Hi", "max_tokens": 5000}),
+    "completions schema": ("/v1/completions", {"prompt": [], "max_tokens": 4}),
+    "chat tools": ("/v1/chat/completions", {"messages": HI, "max_tokens": 4, "tools": [{"type": "function"}]}),
+    "chat caps differ, stream": (
+        "/v1/chat/completions",
+        {"messages": HI, "max_tokens": 4, "max_completion_tokens": 5, "stream": True},
+    ),
+    "chat over the total": ("/v1/chat/completions", {"messages": HI, "max_tokens": 5000}),
+    "chat schema": ("/v1/chat/completions", {"messages": [], "max_tokens": 4}),
+    "chat bad json": ("/v1/chat/completions", b'{"messages": ['),
+    "generate empty": ("/generate", {"inputs": ""}),
+    "generate over the total": ("/generate", {"inputs": "Hi", "parameters": {"max_new_tokens": 5000}}),
+    "generate_stream schema": ("/generate_stream", {"inputs": "Hi", "parameters": {"max_new_tokens": 0}}),
+    "compat over the total": ("/", {"inputs": "Hi", "stream": True, "parameters": {"max_new_tokens": 5000}}),
+}
+
+
+def _post(url: str, path: str, body: dict | bytes) -> httpx.Response:
+    if isinstance(body, bytes):
+        return httpx.post(f"{url}{path}", content=body, headers={"content-type": "application/json"}, timeout=30)
+    return httpx.post(f"{url}{path}", json=body, timeout=30)
+
+
+def _moved(before, after) -> dict[str, float]:
+    """The request counters that moved, by name and err."""
+    moved = {}
+    for (name, labels), v in after.items():
+        if name in ("tgi_request_count", "tgi_request_success", "tgi_request_failure"):
+            key = name + "".join(f"{{{k}={lv}}}" for k, lv in sorted(labels))
+            if delta := v - before.get((name, labels), 0.0):
+                moved[key] = delta
+    return moved
+
+
+@pytest.mark.parametrize(("path", "body"), REFUSED.values(), ids=REFUSED.keys())
+def test_a_refused_request_counts_once_as_a_request_and_once_as_a_validation_failure(naive_server, path, body):
+    """TGI's semantics: tgi_request_count counts every request, tgi_request_failure each refusal by its err."""
+    before, _ = scrape(naive_server.url)
+    r = _post(naive_server.url, path, body)
+    assert r.status_code == 422 and r.json()["error_type"] == "validation", r.text
+    after, _ = scrape(naive_server.url)
+    assert _moved(before, after) == {"tgi_request_count": 1, "tgi_request_failure{err=validation}": 1}
+
+
+def test_a_body_over_the_payload_limit_counts_as_a_refused_request(naive_server):
+    before, _ = scrape(naive_server.url)
+    r = _post(naive_server.url, "/v1/completions", {"prompt": "x" * 2_000_001, "max_tokens": 4})
+    assert r.status_code == 413 and r.json()["error_type"] == "payload_too_large"
+    after, _ = scrape(naive_server.url)
+    assert _moved(before, after) == {"tgi_request_count": 1, "tgi_request_failure{err=payload_too_large}": 1}
+
+
+def test_what_is_no_generation_request_counts_nothing(naive_server):
+    before, _ = scrape(naive_server.url)
+    assert httpx.get(f"{naive_server.url}/generate").status_code == 405
+    assert _post(naive_server.url, "/v1/nothing", {"prompt": "Hi"}).status_code == 404
+    assert _post(naive_server.url, "/v1/nothing", b"x" * 2_000_001).status_code == 413
+    after, _ = scrape(naive_server.url)
+    assert _moved(before, after) == {}
+
+
 @pytest.fixture(scope="module")
 def queue_server(tiny_model, server_tmp):
     with fastapi_llama(server_tmp, "--max-concurrent-requests", "8") as server:

@@ -21,7 +21,7 @@ from fastapi_llama.schemas import (
     OpenAIRequest,
     StreamOptions,
 )
-from fastapi_llama.service import OpenAIOptions, Prepared, Service, Slot
+from fastapi_llama.service import Inputs, OpenAIOptions, Prepared, Service, Slot
 from fastapi_llama.sse import event
 
 router = APIRouter()
@@ -130,12 +130,15 @@ def _stream_options(body: OpenAIRequest) -> StreamOptions | None:
     responses=JSON_OR_EVENTS_RESPONSES,
 )
 async def completions(body: CompletionRequest, request: Request, service: ServiceDep, x_request_id: RequestId = None):
-    try:
-        prompt = body.prompt_text()
-    except ValueError as exc:
-        raise ValidationFailed(f"Input validation error: {exc}") from exc
-    params, options = _parameters(body)
-    accepting = service.accept(lambda: prompt, params, x_request_id, options)
+    def inputs() -> Inputs:
+        try:
+            prompt = body.prompt_text()
+        except ValueError as exc:
+            raise ValidationFailed(f"Input validation error: {exc}") from exc
+        return Inputs(prompt, *_parameters(body))
+
+    # Read in accept, which counts the request and any refusal, as for every generation route.
+    accepting = service.accept(inputs, x_request_id)
 
     def choice(text: str, reason: str | None) -> dict[str, Any]:
         # TGI leaves finish_reason as "" until the last chunk.
@@ -151,10 +154,12 @@ async def completions(body: CompletionRequest, request: Request, service: Servic
     responses=JSON_OR_EVENTS_RESPONSES,
 )
 async def chat_completions(body: ChatRequest, request: Request, service: ServiceDep, x_request_id: RequestId = None):
-    params, options = _parameters(body, add_special_tokens=False)  # the template writes its own BOS
-    conversation = body.conversation()
+    def inputs() -> Inputs:
+        params, options = _parameters(body, add_special_tokens=False)  # the template writes its own BOS
+        return Inputs(service.chat_prompt(body.conversation()), params, options)
+
     # The template is rendered in accept's worker thread, with the tokenization: a 2 MB conversation is slow too.
-    accepting = service.accept(lambda: service.chat_prompt(conversation), params, x_request_id, options)
+    accepting = service.accept(inputs, x_request_id)
 
     def delta(text: str, reason: str | None) -> dict[str, Any]:
         return {"index": 0, "delta": {"role": "assistant", "content": text}, "logprobs": None, "finish_reason": reason}

@@ -17,7 +17,7 @@ from fastapi_llama.schemas import (
     CompatGenerateRequest,
     GenerateRequest,
 )
-from fastapi_llama.service import Prepared, Service
+from fastapi_llama.service import Inputs, Prepared, Service
 from fastapi_llama.sse import EventStreamResponse, event, stream_details, token_json
 
 router = APIRouter()
@@ -48,12 +48,12 @@ async def generate_once(
             }
         return [answer] if as_array else answer
 
-    accepting = service.accept(lambda: body.inputs, body.parameters, request_id)
+    accepting = service.accept(lambda: Inputs(body.inputs, body.parameters), request_id)
     return await collected_response(service, accepting, request, result)
 
 
 async def stream_events(service: Service, body: GenerateRequest, request_id: str | None) -> StreamingResponse:
-    accepting = service.accept(lambda: body.inputs, body.parameters, request_id)
+    accepting = service.accept(lambda: Inputs(body.inputs, body.parameters), request_id)
     return await stream_response(service, accepting, lambda events, prepared: _token_events(events, prepared, body))
 
 
