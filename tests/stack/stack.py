@@ -24,6 +24,7 @@ class Service:
     name: str
     state: str
     health: str  # "" where the service has no health check
+    exit_code: int | None  # once it has exited
 
 
 class Stack:
@@ -74,30 +75,26 @@ class Stack:
     def services(self) -> list[Service]:
         out = self.compose("ps", "--all", "--format", "json").stdout
         rows = [json.loads(line) for line in out.splitlines() if line.strip()]
-        return [Service(r["Service"], r["State"], r.get("Health", "")) for r in rows]
+        return [Service(r["Service"], r["State"], r.get("Health", ""), r.get("ExitCode")) for r in rows]
 
     def wait_healthy(self, timeout: float) -> list[Service]:
         """Until every service with a health check is healthy and the rest run (the one-shot model_cache has
-        exited 0); fails early on a service that exited otherwise."""
+        exited 0); fails early on a model_cache that exited otherwise (it is not restarted)."""
         deadline = time.monotonic() + timeout
         while True:
             services = self.services()
             pending = [s for s in services if not self._settled(s)]
             if services and not pending:
                 return services
-            if time.monotonic() > deadline:
+            failed = [s for s in pending if s.name.startswith("model_cache") and s.state == "exited"]
+            if failed or time.monotonic() > deadline:
                 raise AssertionError(f"not healthy within {timeout:.0f}s: {pending}\n{self.logs()}")
             time.sleep(1)
 
     def _settled(self, s: Service) -> bool:
         if s.name.startswith("model_cache"):
-            return s.state == "exited" and self.exit_code(s.name) == 0
+            return s.state == "exited" and s.exit_code == 0
         return s.state == "running" and s.health in ("", "healthy")
-
-    def exit_code(self, service: str) -> int | None:
-        out = self.compose("ps", "--all", "--format", "json", service).stdout
-        rows = [json.loads(line) for line in out.splitlines() if line.strip()]
-        return rows[0].get("ExitCode") if rows else None
 
     def logs(self, tail: int = 40) -> str:
         return self.compose("logs", "--no-color", f"--tail={tail}").stdout
@@ -105,19 +102,10 @@ class Stack:
     def leftovers(self) -> dict[str, list[str]]:
         """Containers and networks of this project that Docker still has."""
         label = f"label=com.docker.compose.project={PROJECT}"
-        found = {}
-        for kind in ("container", "network"):
-            cmd = [
-                "docker",
-                kind,
-                "ls",
-                "--filter",
-                label,
-                "--format",
-                "{{.Names}}" if kind == "container" else "{{.Name}}",
-            ]
-            if kind == "container":
-                cmd.insert(3, "--all")
-            names = subprocess.run(cmd, capture_output=True, text=True).stdout.split()
-            found[kind] = names
-        return found
+        commands = {
+            "container": ["docker", "container", "ls", "--all", "--filter", label, "--format", "{{.Names}}"],
+            "network": ["docker", "network", "ls", "--filter", label, "--format", "{{.Name}}"],
+        }
+        return {
+            kind: subprocess.run(cmd, capture_output=True, text=True).stdout.split() for kind, cmd in commands.items()
+        }

@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from tests.stack.stack import RESULTS_UID, Stack
+from tests.support.prom import scrape, value
 from tests.support.servers import REPO, VENV_BIN
 
 UP_TIMEOUT_S = 600  # the first `make up` builds the kit's two images on the offline bases
@@ -221,9 +222,7 @@ def test_a_locust_worker_killed_mid_load_is_noticed_by_the_master(up: Stack):
 
 
 def workers_lost(up: Stack) -> float:
-    text = httpx.get(f"{up.url('LOCUST_PORT')}/metrics", timeout=10).text
-    found = re.search(r"^llm_loadtest_workers_lost_total (\S+)$", text, re.M)
-    return float(found.group(1)) if found else 0.0
+    return value(scrape(up.url("LOCUST_PORT"))[0], "llm_loadtest_workers_lost_total")
 
 
 def up_workers(up: Stack) -> list[dict]:
